@@ -1,0 +1,50 @@
+"""The embedded default: SAGE budget sweep on Fashion-MNIST with the shipped models.
+
+  python -m sage_jax.main --config=configs/fmnist_sweep.py --workdir=/tmp/sage
+  ... --config.methods=topk,sage --config.budgets=8,16 --config.num_images=500
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+  del arg
+  c = ml_collections.ConfigDict()
+  c.mode = "sweep"
+
+  c.dataset = ml_collections.ConfigDict(dict(
+      name="fashion_mnist",
+      split="test",
+      data_dir="~/tensorflow_datasets",
+      manual_dir="/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
+      image_size=28,
+      channels=1,
+      num_classes=10,
+      mean=(0.2860,),  # training-set pixel mean/std after /255
+      std=(0.3530,),
+  ))
+
+  # Checkpoints in sage_jax's format (see README for how they were trained).
+  c.edge = ml_collections.ConfigDict(dict(variant="fm-edge", checkpoint="checkpoints/fmnist_edge.msgpack"))
+  c.server = ml_collections.ConfigDict(dict(variant="fm-server", checkpoint="checkpoints/fmnist_server.msgpack"))
+
+  c.importance = "cls_attention"   # cls_attention | rollout
+  c.gate = ml_collections.ConfigDict(dict(
+      measure="min_entropy",  # min_entropy | entropy | margin | fraction
+      eta=0.2,                # bits for the entropies; margin below eta offloads
+      fraction=1 / 3,         # for measure=fraction: offload this share, least confident first
+  ))
+
+  c.methods = "random,grid,topk,threshold,sum_threshold,diversity,sage"
+  c.budgets = "4,6,8,12,16,24,32,49"
+  c.rules = ml_collections.ConfigDict(dict(
+      pool_ratio=2.0,            # sage: pool = top ceil(pool_ratio * K) patches
+      threshold_delta=1 / 49,    # threshold: keep importance >= delta (uniform = 1/N)
+      sum_threshold_delta=0.9,   # sum_threshold: keep while cumulative importance <= delta
+  ))
+  c.seed = 0                  # `random` rule key = fold_in(PRNGKey(seed), image index)
+  c.bits_per_unit = -1        # -1: 8-bit pixels of a patch + ceil(log2 N) index bits
+
+  c.num_images = -1           # > 0: only the first num_images test images
+  c.batch_size = 500          # edge batch
+  c.server_batch_size = 256   # offloaded images per server step
+  return c

@@ -1,0 +1,37 @@
+"""Trains an embedded Fashion-MNIST model. Arg picks which: edge | server | server_plain.
+
+  python -m sage_jax.main --config=configs/fmnist_train.py:server --workdir=/tmp/train
+"""
+import ml_collections
+
+from configs import fmnist_sweep
+
+# role -> (variant, epochs, patch-drop keep buckets or None, output file)
+ROLES = {
+    "edge": ("fm-edge", 3, None, "checkpoints/fmnist_edge.msgpack"),
+    "server": ("fm-server", 18, (49, 36, 24, 16, 8), "checkpoints/fmnist_server.msgpack"),
+    "server_plain": ("fm-server", 15, None, "checkpoints/fmnist_server_plain.msgpack"),
+}
+
+
+def get_config(role="server"):
+  if role not in ROLES:
+    raise ValueError(f"unknown role {role!r}; allowed: {sorted(ROLES)}")
+  variant, epochs, keep, output = ROLES[role]
+  c = ml_collections.ConfigDict()
+  c.mode = "train"
+  c.dataset = fmnist_sweep.get_config().dataset
+  c.train = ml_collections.ConfigDict(dict(
+      variant=variant,
+      epochs=epochs,
+      batch_size=128,
+      lr=2e-3,               # peak AdamW learning rate
+      warmup_steps=500,
+      weight_decay=0.05,
+      label_smoothing=0.1,
+      crop_pad=2,            # random crop after padding by this many pixels
+      patch_drop_keep=keep,  # kept-patch counts drawn uniformly per step; None = all
+      seed=0,
+      output=output,
+  ))
+  return c

@@ -1,0 +1,61 @@
+"""sage_jax's own checkpoint format: one msgpack file {"params": ..., "meta": ...}.
+
+`meta` records what the parameters are (variant, classes, image size) and how
+they were made, so a sweep can check a checkpoint against its config before
+any compute.
+"""
+import json
+import os
+
+import flax.serialization
+import jax
+import numpy as np
+
+
+def save(path: str, params, meta: dict) -> None:
+  """Writes atomically (tmp file + rename) so a kill never leaves half a file."""
+  blob = flax.serialization.msgpack_serialize(
+      {"params": jax.tree.map(np.asarray, params), "meta": json.dumps(meta)})
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(blob)
+  os.replace(tmp, path)
+
+
+def load(path: str):
+  """-> (params, meta). Clear errors for a missing or unreadable file."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"checkpoint not found: {path}")
+  with open(path, "rb") as f:
+    blob = f.read()
+  try:
+    state = flax.serialization.msgpack_restore(blob)
+    params, meta = state["params"], json.loads(state["meta"])
+  except Exception as e:  # msgpack raises several types for bad bytes
+    raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e})") from None
+  return params, meta
+
+
+def check_shapes(params, expected, path: str) -> None:
+  """Raises ValueError naming the first parameter whose shape differs."""
+  got = {jax.tree_util.keystr(k): np.shape(v)
+         for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  want = {jax.tree_util.keystr(k): tuple(v.shape)
+          for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+  for name in sorted(set(got) | set(want)):
+    if got.get(name) != want.get(name):
+      raise ValueError(f"checkpoint {path}: parameter {name} has shape "
+                       f"{got.get(name, 'missing')}, config expects {want.get(name, 'none')}")
+
+
+def load_for_model(model, path: str, num_classes: int, image_shape):
+  """Loads params for `model` on images (H, W, C), checking classes and shapes first."""
+  params, meta = load(path)
+  if meta.get("num_classes", num_classes) != num_classes:
+    raise ValueError(f"checkpoint {path} has {meta['num_classes']} classes, the dataset "
+                     f"has {num_classes}")
+  expected = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            jax.ShapeDtypeStruct((1, *image_shape), np.float32))["params"]
+  check_shapes(params, expected, path)
+  return params, meta

@@ -1,0 +1,57 @@
+"""Offload gate: when is the edge unsure enough to ask the server?
+
+Each measure maps the edge's logits f32[C] to an uncertainty score where
+larger means less sure; an image is offloaded when score > threshold. For
+`margin` the score is minus the top-2 probability gap, so "offload when the
+margin is below eta" is score > -eta. `fraction` ranks images by min-entropy
+and offloads a fixed share of the least confident (threshold calibrated on the
+evaluated images, see `calibrate_fraction`).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def min_entropy(logits):
+  """-log2 max_c p_c, in bits."""
+  return -jax.nn.log_softmax(logits).max(-1) / jnp.log(2.0)
+
+
+def entropy(logits):
+  """Shannon entropy, in bits."""
+  logp = jax.nn.log_softmax(logits)
+  return -(jnp.exp(logp) * logp).sum(-1) / jnp.log(2.0)
+
+
+def neg_margin(logits):
+  """-(p1 - p2): larger when the two most likely classes are closer."""
+  top2 = jax.lax.top_k(jax.nn.softmax(logits), 2)[0]
+  return top2[..., 1] - top2[..., 0]
+
+
+MEASURES = {"min_entropy": min_entropy, "entropy": entropy, "margin": neg_margin,
+            "fraction": min_entropy}
+
+
+def get_measure(name: str):
+  if name not in MEASURES:
+    raise ValueError(f"unknown offload measure {name!r}; allowed: {', '.join(MEASURES)}")
+  return MEASURES[name]
+
+
+def threshold_for(gate) -> float:
+  """Config -> score threshold (for fixed-threshold measures)."""
+  if gate.measure == "margin":
+    return -float(gate.eta)
+  return float(gate.eta)
+
+
+def calibrate_fraction(scores: np.ndarray, fraction: float) -> float:
+  """Threshold t with `score > t` true for the round(fraction * n) highest scores
+  (fewer when scores tie at the boundary)."""
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"offload fraction {fraction} is not allowed; it must be in [0, 1]")
+  n_off = int(round(fraction * len(scores)))
+  if n_off == len(scores):
+    return -float("inf")
+  return float(np.sort(scores)[len(scores) - n_off - 1])

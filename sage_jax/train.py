@@ -1,0 +1,105 @@
+"""Trains the embedded Fashion-MNIST edge/server pair (SAGE itself is training-free).
+
+AdamW with warmup + cosine decay, label smoothing, random-crop/flip
+augmentation. `patch_drop_keep` (a tuple of kept-patch counts) trains the
+server on random patch subsets through the same subset forward the sweep uses,
+so it learns to classify from a budget of patches; each count is a static
+shape, hence a few buckets rather than any count.
+"""
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sage_jax import checkpoints, data, vit
+
+
+def _augment(key, images, pad: int):
+  """Random crop after zero padding (in normalized units) + horizontal flip."""
+  b, h, w, _ = images.shape
+  k1, k2 = jax.random.split(key)
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+  offs = jax.random.randint(k1, (b, 2), 0, 2 * pad + 1)
+  crop = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, im.shape[-1])))
+  images = crop(padded, offs)
+  flip = jax.random.bernoulli(k2, 0.5, (b, 1, 1, 1))
+  return jnp.where(flip, images[:, :, ::-1], images)
+
+
+def make_train_step(model, tx, keep: int, num_patches: int, smoothing: float, pad: int):
+  @jax.jit
+  def step(params, opt_state, images, labels, key):
+    k_aug, k_keep = jax.random.split(key)
+    images = _augment(k_aug, images, pad)
+    keep_idx = None
+    if keep < num_patches:
+      scores = jax.random.uniform(k_keep, (images.shape[0], num_patches))
+      keep_idx = jnp.argsort(scores, axis=1)[:, :keep]
+
+    def loss_fn(p):
+      logits, _ = model.apply({"params": p}, images, keep_idx)
+      targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+      return optax.softmax_cross_entropy(logits, targets).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return step
+
+
+def evaluate(model, params, images, labels, cfg, batch_size=1000):
+  """Test accuracy with all patches."""
+  fwd = jax.jit(lambda p, x: model.apply({"params": p}, x)[0].argmax(-1))
+  correct = 0
+  for i in range(0, len(images), batch_size):
+    x = data.normalize(images[i:i + batch_size], cfg)
+    correct += int((np.asarray(fwd(params, x)) == labels[i:i + batch_size]).sum())
+  return correct / len(images)
+
+
+def train_and_save(config, workdir: str) -> dict:
+  t = config.train
+  ds_cfg = config.dataset
+  x_train, y_train = data.load_arrays(ds_cfg, "train")
+  x_test, y_test = data.load_arrays(ds_cfg, "test")
+  model = vit.Model(ds_cfg.num_classes, t.variant, ds_cfg.image_size)
+  n = model.num_patches
+  rng = np.random.default_rng(t.seed)
+  params = model.init(jax.random.PRNGKey(t.seed),
+                      jnp.zeros((1, ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels)))["params"]
+  steps_per_epoch = len(x_train) // t.batch_size
+  total = steps_per_epoch * t.epochs
+  sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, total, t.lr * 1e-2)
+  tx = optax.chain(optax.clip_by_global_norm(1.0),
+                   optax.adamw(sched, weight_decay=t.weight_decay))
+  opt_state = tx.init(params)
+  keeps = tuple(t.patch_drop_keep) if t.patch_drop_keep else (n,)
+  steps = {k: make_train_step(model, tx, min(k, n), n, t.label_smoothing, t.crop_pad) for k in keeps}
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  logging.info("training %s (%d params) for %d epochs, keep buckets %s", t.variant, n_params,
+               t.epochs, keeps)
+  key = jax.random.PRNGKey(t.seed + 1)
+  history = []
+  for epoch in range(t.epochs):
+    t0 = time.time()
+    perm = rng.permutation(len(x_train))
+    losses = []
+    for s in range(steps_per_epoch):
+      idx = perm[s * t.batch_size:(s + 1) * t.batch_size]
+      k = keeps[rng.integers(len(keeps))]
+      params, opt_state, loss = steps[k](params, opt_state, data.normalize(x_train[idx], ds_cfg),
+                                         y_train[idx], jax.random.fold_in(key, epoch * steps_per_epoch + s))
+      losses.append(loss)
+    acc = evaluate(model, params, x_test, y_test, ds_cfg)
+    history.append(dict(epoch=epoch + 1, loss=float(np.mean(jax.device_get(losses))), test_acc=acc,
+                        seconds=time.time() - t0))
+    logging.info("epoch %d: loss %.4f test_acc %.4f (%.0f s)", *history[-1].values())
+  meta = dict(variant=t.variant, num_classes=ds_cfg.num_classes, image_size=ds_cfg.image_size,
+              dataset=ds_cfg.name, test_acc=history[-1]["test_acc"], num_params=int(n_params),
+              train=t.to_dict(), history=history)
+  checkpoints.save(t.output, params, meta)
+  logging.info("saved %s (test acc %.4f)", t.output, history[-1]["test_acc"])
+  return meta
