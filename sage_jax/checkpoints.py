@@ -11,16 +11,15 @@ import flax.serialization
 import jax
 import numpy as np
 
+from sage_jax import workdir
+
 
 def save(path: str, params, meta: dict) -> None:
-  """Writes atomically (tmp file + rename) so a kill never leaves half a file."""
+  """Writes atomically so a kill never leaves half a file."""
   blob = flax.serialization.msgpack_serialize(
       {"params": jax.tree.map(np.asarray, params), "meta": json.dumps(meta)})
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(blob)
-  os.replace(tmp, path)
+  workdir.atomic_write(path, blob)
 
 
 def load(path: str):

@@ -51,18 +51,15 @@ def normalize(images_u8: np.ndarray, cfg) -> np.ndarray:
   return (x - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
 
 
-def eval_batches(cfg, batch_size: int, num_images: int = -1):
-  """Yields dicts image f32[B,H,W,C], label i32[B], index i32[B], valid bool[B].
-
-  `num_images` > 0 keeps the first that many images of the split.
+def eval_batches(cfg, batch_size: int, start: int = 0, stop: int = -1):
+  """Yields images [start, stop) of the split (stop=-1: to the end) as dicts
+  image f32[B,H,W,C], label i32[B], index i32[B] (position in the split), valid bool[B].
   """
   import tensorflow as tf
-  builder = _builder(cfg)
-  total = builder.info.splits[cfg.split].num_examples
-  n = total if num_images is None or num_images < 0 else min(num_images, total)
-  if n == 0:
-    raise ValueError(f"split {cfg.split!r} of {cfg.name!r} has no images to evaluate")
-  ds = builder.as_dataset(split=cfg.split, shuffle_files=False).take(n).enumerate()
+  ds = _builder(cfg).as_dataset(split=cfg.split, shuffle_files=False)
+  if stop >= 0:
+    ds = ds.take(stop)
+  ds = ds.skip(start).enumerate(start)
   ds = ds.map(lambda i, ex: (tf.cast(i, tf.int32), ex["image"], tf.cast(ex["label"], tf.int32)),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -77,5 +74,10 @@ def eval_batches(cfg, batch_size: int, num_images: int = -1):
 
 
 def num_examples(cfg, num_images: int = -1) -> int:
+  """Images to evaluate: the first `num_images` of the split, or all for -1."""
+  if num_images == 0 or num_images < -1:
+    raise ValueError(f"num_images {num_images} is not allowed; give a positive count or -1 (all)")
   total = _builder(cfg).info.splits[cfg.split].num_examples
-  return total if num_images is None or num_images < 0 else min(num_images, total)
+  if total == 0:
+    raise ValueError(f"split {cfg.split!r} of dataset {cfg.name!r} is empty")
+  return total if num_images == -1 else min(num_images, total)

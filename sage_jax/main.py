@@ -1,31 +1,54 @@
 """Entry point: `python -m sage_jax.main --config=configs/X.py --workdir=DIR`.
 
 config.mode picks the job: "sweep" (budget sweep; the default configs) or
-"train" (the embedded Fashion-MNIST models).
+"train" (the embedded Fashion-MNIST models). Bad input (config values, files,
+data) ends with one line naming the bad value and exit code 2; --verbose adds
+the traceback.
 """
+import sys
+import traceback
+
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where results are written.")
+flags.DEFINE_string("workdir", None, "Where results (and progress, for resuming) are written.")
+flags.DEFINE_bool("new_subdir", False, "If the workdir holds another config's results, write "
+                  "to workdir/<config hash> instead of refusing.")
+flags.DEFINE_bool("verbose", False, "Show tracebacks for input errors.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# What bad input raises; anything else is a bug and keeps its traceback.
+INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError, KeyError)
+
+
+def run(config, workdir: str, new_subdir: bool = False):
+  if config.mode == "train":
+    if new_subdir:
+      raise ValueError("conflicting flags: --new_subdir applies to sweeps, not to mode=train")
+    from sage_jax import train
+    return train.train_and_save(config, workdir)
+  if config.mode == "sweep":
+    from sage_jax import sweep
+    return sweep.run(config, workdir, new_subdir)
+  raise ValueError(f"unknown mode {config.mode!r}; allowed: sweep, train")
 
 
 def main(argv):
-  del argv
-  config = FLAGS.config
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.info("JAX process %d/%d, devices %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  if config.mode == "train":
-    from sage_jax import train
-    train.train_and_save(config, FLAGS.workdir)
-  elif config.mode == "sweep":
-    from sage_jax import sweep
-    sweep.run(config, FLAGS.workdir)
-  else:
-    raise ValueError(f"unknown mode {config.mode!r}; allowed: sweep, train")
+  try:
+    run(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir)
+  except INPUT_ERRORS as e:
+    if FLAGS.verbose:
+      traceback.print_exc()
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Results -> table on stdout, results.csv / results.json / per_image.npz / curves.png.
 
-Every file is written to a temporary name and renamed, so a killed run never
+Every file is written atomically (workdir.atomic_write), so a killed run never
 leaves a half-written result.
 """
 import csv
@@ -9,16 +9,8 @@ import json
 import math
 import os
 
-import numpy as np
-
 from sage_jax.metrics import COLUMNS
-
-
-def _atomic_write(path, data: bytes):
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+from sage_jax.workdir import atomic_write, npz_bytes
 
 
 def _fmt(v):
@@ -77,15 +69,13 @@ def plot_curves(rows, path):
   buf = io.BytesIO()
   fig.savefig(buf, format="png")
   plt.close(fig)
-  _atomic_write(path, buf.getvalue())
+  atomic_write(path, buf.getvalue())
 
 
 def write_all(rows, workdir, records=None):
-  _atomic_write(os.path.join(workdir, "results.csv"), to_csv(rows))
-  _atomic_write(os.path.join(workdir, "results.json"),
+  atomic_write(os.path.join(workdir, "results.csv"), to_csv(rows))
+  atomic_write(os.path.join(workdir, "results.json"),
                 (json.dumps(rows, indent=1, allow_nan=True) + "\n").encode())
   if records is not None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **records)
-    _atomic_write(os.path.join(workdir, "per_image.npz"), buf.getvalue())
+    atomic_write(os.path.join(workdir, "per_image.npz"), npz_bytes(records))
   plot_curves(rows, os.path.join(workdir, "curves.png"))

@@ -55,7 +55,7 @@ def grid_indices(n: int, budget: int, grid_hw=None) -> np.ndarray:
   gh, gw = grid_hw or (math.isqrt(n),) * 2
   if gh * gw != n:
     raise ValueError(f"grid {gh}x{gw} does not have {n} patches")
-  rows = min(gh, max(-(-budget // gw), round(math.sqrt(budget * gh / gw)), 1))
+  rows = min(gh, budget, max(-(-budget // gw), round(math.sqrt(budget * gh / gw))))
   counts = [budget // rows + (i < budget % rows) for i in range(rows)]
   # Put the longer rows alternately at the top and bottom, keeping the pattern centred.
   order = sorted(range(rows), key=lambda i: (abs(2 * i - rows + 1), i))
@@ -82,6 +82,7 @@ def threshold(importance, embeddings, key, budget, delta):
   """Im et al. 2024: every patch with importance >= delta, capped at K (at least one)."""
   del embeddings, key
   _check_budget(budget, importance.shape[0])
+  importance = jnp.asarray(importance)
   idx = _top(importance, budget)
   mask = (importance[idx] >= delta).at[0].set(True)
   demand = jnp.maximum(1, jnp.sum(importance >= delta)).astype(jnp.int32)
@@ -93,6 +94,7 @@ def sum_threshold(importance, embeddings, key, budget, delta):
   del embeddings, key
   n = importance.shape[0]
   _check_budget(budget, n)
+  importance = jnp.asarray(importance)
   order = _top(importance, n)
   inside = jnp.cumsum(importance[order]) <= delta
   mask = inside[:budget].at[0].set(True)

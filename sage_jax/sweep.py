@@ -20,10 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from sage_jax import checkpoints, data, importance, metrics, offload, report, selection, vit
+from sage_jax import workdir as workdir_lib
 
 
 def parse_list(value, cast, what):
-  """'a,b' / (a, b) -> list, rejecting empties."""
+  """'a,b' / (a, b) -> list; rejects empty lists and repeats."""
   items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
   try:
     out = [cast(v) for v in items if v != ""]
@@ -31,7 +32,38 @@ def parse_list(value, cast, what):
     raise ValueError(f"could not parse {what} {value!r}; expected a comma-separated list") from None
   if not out:
     raise ValueError(f"{what} is empty; give at least one")
+  repeated = sorted({v for v in out if out.count(v) > 1})
+  if repeated:
+    raise ValueError(f"{what} {value!r} repeats {repeated}; give each once")
   return out
+
+
+def _require(ok: bool, name: str, value, allowed: str):
+  if not ok:
+    raise ValueError(f"{name} {value!r} is not allowed; {allowed}")
+
+
+def validate(config) -> None:
+  """Checks every config value the sweep uses, before any model or data is loaded."""
+  for m in config_methods(config):
+    selection.get_rule(m)
+  parse_list(config.budgets, int, "budgets")
+  importance.get_score(config.importance)
+  gate = config.gate
+  offload.get_measure(gate.measure)
+  if gate.measure == "margin":
+    _require(0 <= gate.eta <= 1, "gate.eta", gate.eta, "a margin threshold is in [0, 1]")
+  else:
+    _require(gate.eta >= 0, "gate.eta", gate.eta, "it must be >= 0 (bits)")
+  _require(0 <= gate.fraction <= 1, "gate.fraction", gate.fraction, "it must be in [0, 1]")
+  _require(config.rules.pool_ratio > 0, "rules.pool_ratio", config.rules.pool_ratio,
+           "it must be > 0")
+  _require(config.rules.sum_threshold_delta > 0, "rules.sum_threshold_delta",
+           config.rules.sum_threshold_delta, "it must be > 0")
+  _require(config.num_images == -1 or config.num_images > 0, "num_images", config.num_images,
+           "give a positive count or -1 (all)")
+  for name in ("batch_size", "server_batch_size", "chunk_size"):
+    _require(config[name] > 0, name, config[name], "it must be > 0")
 
 
 def rule_kwargs(name: str, config) -> dict:
@@ -57,17 +89,19 @@ def make_edge_step(model, score_name, measure_name):
   @jax.jit
   def edge_step(params, images):
     logits, out = model.apply({"params": params}, images)
+    finite = jnp.isfinite(images).all((1, 2, 3)) & jnp.isfinite(logits).all(-1)
     return dict(pred=logits.argmax(-1).astype(jnp.int32), score=measure(logits),
-                importance=score_fn(out["attns"]), tokens=out["tokens"])
+                importance=score_fn(out["attns"]), tokens=out["tokens"], finite=finite)
   return edge_step
 
 
-def make_server_steps(model, methods, budgets, config):
+def make_server_steps(model, methods, config):
   """-> (ceiling_step, budget_step): jitted; budget_step compiles once per budget."""
 
   @jax.jit
   def ceiling_step(params, images):
-    return model.apply({"params": params}, images)[0].argmax(-1).astype(jnp.int32)
+    logits = model.apply({"params": params}, images)[0]
+    return dict(pred=logits.argmax(-1).astype(jnp.int32), finite=jnp.isfinite(logits).all(-1))
 
   def budget_step(params, batch, budget):
     sels = [selection.select_batch(m, batch["importance"], batch["tokens"], batch["index"],
@@ -80,35 +114,33 @@ def make_server_steps(model, methods, budgets, config):
                             cat([s.keep_idx for s in sels]), cat([s.keep_mask for s in sels]))
     return dict(server_pred=logits.argmax(-1).astype(jnp.int32).reshape(r, b),
                 units=jnp.stack([s.keep_mask.sum(-1) for s in sels]).astype(jnp.int32),
-                demand=jnp.stack([s.demand for s in sels]).astype(jnp.int32))
+                demand=jnp.stack([s.demand for s in sels]).astype(jnp.int32),
+                finite=jnp.isfinite(logits).all(-1).reshape(r, b))
 
   return ceiling_step, jax.jit(budget_step, static_argnums=2)
 
 
-class _Rebatcher:
-  """Collects offloaded rows and releases them as full, fixed-size batches."""
+def _rebatch(parts, size):
+  """Concatenates row dicts and cuts them into full batches of `size` (the last padded).
 
-  def __init__(self, size):
-    self.size, self.parts = size, []
+  Yields (batch, valid bool[size]).
+  """
+  merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  n = len(merged["index"])
+  for lo in range(0, n, size):
+    take = min(size, n - lo)
+    batch = {k: v[lo:lo + take] for k, v in merged.items()}
+    if take < size:
+      batch = {k: np.concatenate([v, np.zeros((size - take,) + v.shape[1:], v.dtype)])
+               for k, v in batch.items()}
+    yield batch, np.arange(size) < take
 
-  def add(self, rows):
-    if len(rows["index"]):
-      self.parts.append(rows)
 
-  def pop(self, final=False):
-    """Yields full batches; with final=True also the padded remainder."""
-    n = sum(len(p["index"]) for p in self.parts)
-    while n >= self.size or (final and n > 0):
-      merged = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
-      take = min(self.size, n)
-      batch = {k: v[:take] for k, v in merged.items()}
-      self.parts = [{k: v[take:] for k, v in merged.items()}] if n > take else []
-      n -= take
-      valid = np.arange(self.size) < take
-      if take < self.size:
-        batch = {k: np.concatenate([v, np.zeros((self.size - take,) + v.shape[1:], v.dtype)])
-                 for k, v in batch.items()}
-      yield batch, valid
+def _raise_if_not_finite(finite, index, where):
+  if not finite.all():
+    bad = index[~finite]
+    raise ValueError(f"NaN/Inf in {where} for image index {int(bad[0])}"
+                     f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}")
 
 
 def gate_threshold(config, edge_step, edge_params, n_images) -> float:
@@ -117,66 +149,91 @@ def gate_threshold(config, edge_step, edge_params, n_images) -> float:
     return offload.threshold_for(gate)
   # Offloading a fixed share needs every image's score first: one extra edge pass.
   scores = []
-  for batch in data.eval_batches(config.dataset, config.batch_size, n_images):
+  for batch in data.eval_batches(config.dataset, config.batch_size, 0, n_images):
     s = np.asarray(edge_step(edge_params, batch["image"])["score"])
     scores.append(s[batch["valid"]])
   return offload.calibrate_fraction(np.concatenate(scores), gate.fraction)
 
 
-def evaluate(config, edge, server, methods, budgets, progress=True) -> dict:
-  """Runs the sweep; returns per-image records (numpy arrays, dataset order).
-
-  edge/server: (model, params). Records: index, label, edge_pred, score,
-  offloaded for every image; off_index, ceiling_pred, server_pred[m, R, nB],
-  units[m, R, nB], demand[m, R, nB] for the m offloaded images.
-  """
-  (edge_model, edge_params), (server_model, server_params) = edge, server
-  n_images = data.num_examples(config.dataset, config.num_images)
-  edge_step = make_edge_step(edge_model, config.importance, config.gate.measure)
-  ceiling_step, budget_step = make_server_steps(server_model, methods, budgets, config)
-  thr = gate_threshold(config, edge_step, edge_params, config.num_images)
-
+def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, on_batch):
+  """Per-image records for images [start, stop) of the split."""
+  edge_step, ceiling_step, budget_step = steps
+  edge_params, server_params = params
   per_image = {k: [] for k in ("index", "label", "edge_pred", "score", "offloaded")}
-  per_off = {k: [] for k in ("off_index", "ceiling_pred", "server_pred", "units", "demand")}
-  rebatch = _Rebatcher(config.server_batch_size)
-
-  def run_server(final=False):
-    for sb, valid in rebatch.pop(final):
-      outs = [budget_step(server_params, sb, k) for k in budgets]
-      per_off["off_index"].append(sb["index"][valid])
-      per_off["ceiling_pred"].append(np.asarray(ceiling_step(server_params, sb["image"]))[valid])
-      for key in ("server_pred", "units", "demand"):
-        # [R, S] per budget -> [S, R, nB]
-        per_off[key].append(np.stack([np.asarray(o[key]) for o in outs], -1).transpose(1, 0, 2)[valid])
-
-  batches = data.eval_batches(config.dataset, config.batch_size, config.num_images)
-  for batch in tqdm(batches, total=math.ceil(n_images / config.batch_size), disable=not progress,
-                    desc="sweep", unit="batch"):
+  pending = []
+  for batch in data.eval_batches(config.dataset, config.batch_size, start, stop):
     out = jax.device_get(edge_step(edge_params, batch["image"]))
     v = batch["valid"]
+    _raise_if_not_finite(out["finite"][v], batch["index"][v], "the input or the edge output")
     off = v & (out["score"] > thr)
     for k, val in (("index", batch["index"]), ("label", batch["label"]),
                    ("edge_pred", out["pred"]), ("score", out["score"]), ("offloaded", off)):
       per_image[k].append(val[v])
-    rebatch.add(dict(image=batch["image"][off], index=batch["index"][off],
-                     importance=out["importance"][off], tokens=out["tokens"][off]))
-    run_server()
-  run_server(final=True)
-
+    pending.append(dict(image=batch["image"][off], index=batch["index"][off],
+                        importance=out["importance"][off], tokens=out["tokens"][off]))
+    on_batch(int(v.sum()))
   records = {k: np.concatenate(v) for k, v in per_image.items()}
-  shapes = dict(off_index=(0,), ceiling_pred=(0,), server_pred=(0, len(methods), len(budgets)))
+
+  per_off = {k: [] for k in ("off_index", "ceiling_pred", "server_pred", "units", "demand")}
+  if records["offloaded"].any():
+    for sb, valid in _rebatch(pending, config.server_batch_size):
+      ceiling = jax.device_get(ceiling_step(server_params, sb["image"]))
+      outs = jax.device_get([budget_step(server_params, sb, k) for k in budgets])
+      idx = sb["index"][valid]
+      _raise_if_not_finite(ceiling["finite"][valid], idx, "the server output (all patches)")
+      for k, o in zip(budgets, outs):
+        _raise_if_not_finite(o["finite"][:, valid].all(0), idx, f"the server output (budget {k})")
+      per_off["off_index"].append(idx)
+      per_off["ceiling_pred"].append(ceiling["pred"][valid])
+      for key in ("server_pred", "units", "demand"):  # [R, S] per budget -> [S, R, nB]
+        per_off[key].append(np.stack([o[key] for o in outs], -1).transpose(1, 0, 2)[valid])
+  empty = dict(off_index=(0,), ceiling_pred=(0,))
   for k, v in per_off.items():
-    records[k] = np.concatenate(v) if v else np.zeros(shapes.get(k, shapes["server_pred"]), np.int32)
+    records[k] = (np.concatenate(v) if v else
+                  np.zeros(empty.get(k, (0, len(methods), len(budgets))), np.int32))
+  return records
+
+
+def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None) -> dict:
+  """Runs the sweep; returns per-image records (numpy arrays, dataset order).
+
+  edge/server: (model, params). Records: index, label, edge_pred, score,
+  offloaded for every image; off_index, ceiling_pred, server_pred[m, R, nB],
+  units[m, R, nB], demand[m, R, nB] for the m offloaded images; threshold.
+  Images go in chunks of config.chunk_size; with a workdir each finished chunk
+  is saved and skipped when the run is started again.
+  """
+  (edge_model, edge_params), (server_model, server_params) = edge, server
+  n_images = data.num_examples(config.dataset, config.num_images)
+  edge_step = make_edge_step(edge_model, config.importance, config.gate.measure)
+  steps = (edge_step,) + make_server_steps(server_model, methods, config)
+  thr = gate_threshold(config, edge_step, edge_params, n_images)
+  parts = []
+  with tqdm(total=n_images, disable=not progress, desc="sweep", unit="img") as bar:
+    for start in range(0, n_images, config.chunk_size):
+      stop = min(start + config.chunk_size, n_images)
+      recs = workdir_lib.load_chunk(workdir, start, stop) if workdir else None
+      if recs is None:
+        recs = _evaluate_range(start, stop, steps, (edge_params, server_params), thr, config,
+                               methods, budgets, bar.update)
+        if workdir:
+          workdir_lib.save_chunk(workdir, start, stop, recs)
+      else:
+        bar.update(stop - start)
+      parts.append(recs)
+  records = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   records["threshold"] = np.float64(thr)
   return records
 
 
-def run(config, workdir: str) -> list:
-  """Main job: sweep every (rule, budget) and write results.{csv,json} + curves.png."""
-  t0 = time.time()
-  methods = parse_list(config.methods, str, "methods")
-  for m in methods:
-    selection.get_rule(m)
+def config_methods(config) -> list:
+  return parse_list(config.methods, str, "methods")
+
+
+def prepare(config):
+  """Validates the config against the models -> (methods, budgets, edge, server, bits_per_unit)."""
+  validate(config)
+  methods = config_methods(config)
   budgets = parse_list(config.budgets, int, "budgets")
   ds = config.dataset
   edge = load_model(config.edge, ds)[:2]
@@ -187,13 +244,29 @@ def run(config, workdir: str) -> list:
   for b in budgets:
     if not 1 <= b <= n:
       raise ValueError(f"budget {b} is out of range; allowed: 1..{n} (patches per image)")
-  os.makedirs(workdir, exist_ok=True)
-  records = evaluate(config, edge, server, methods, budgets)
   bits = config.bits_per_unit
-  if bits < 0:
+  if bits < 0:  # raw 8-bit pixels of one patch + its index
     p = edge[0].patch_size
     bits = 8 * p * p * ds.channels + math.ceil(math.log2(n))
-  rows = metrics.summarize(records, methods, budgets, n, bits)
+  return methods, budgets, edge, server, bits
+
+
+def evaluate_config(config, progress=False) -> dict:
+  """Per-image records for a config (validation + models + sweep)."""
+  methods, budgets, edge, server, _ = prepare(config)
+  return evaluate(config, edge, server, methods, budgets, progress)
+
+
+def run(config, workdir: str, new_subdir: bool = False, progress: bool = True) -> list:
+  """Main job: sweep every (rule, budget) and write results.{csv,json} + curves.png.
+
+  Resumes from the workdir's finished chunks when started again with the same config.
+  """
+  t0 = time.time()
+  methods, budgets, edge, server, bits = prepare(config)
+  workdir = workdir_lib.open_workdir(workdir, config, new_subdir)
+  records = evaluate(config, edge, server, methods, budgets, progress, workdir)
+  rows = metrics.summarize(records, methods, budgets, edge[0].num_patches, bits)
   report.write_all(rows, workdir, records)
   logging.info("sweep finished in %.1f s", time.time() - t0)
   print(report.format_table(rows))

@@ -1,0 +1,88 @@
+"""Every bad input ends with one clear line naming the value, and exit code 2."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = ["--config=configs/fmnist_sweep.py", "--config.num_images=50", "--config.budgets=4"]
+
+
+def _main(args, workdir):
+  proc = subprocess.run([sys.executable, "-m", "sage_jax.main", f"--workdir={workdir}", *args],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  return proc.returncode, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+
+
+def _corrupt(tmp_path, name, data: bytes):
+  path = tmp_path / name
+  path.write_bytes(data)
+  return str(path)
+
+
+CASES = {
+    "unknown_rule": (["--config.methods=topk,magic"], "unknown selection rule 'magic'"),
+    "budget_zero": (["--config.budgets=0"], "budget 0 is out of range; allowed: 1..49"),
+    "budget_too_big": (["--config.budgets=50"], "budget 50 is out of range; allowed: 1..49"),
+    "pool_ratio": (["--config.rules.pool_ratio=0"], "rules.pool_ratio 0.0 is not allowed"),
+    "negative_eta": (["--config.gate.eta=-1"], "gate.eta -1.0 is not allowed; it must be >= 0"),
+    "unknown_measure": (["--config.gate.measure=maxprob"], "unknown offload measure 'maxprob'"),
+    "num_images": (["--config.num_images=0"], "num_images 0 is not allowed"),
+    "not_divisible": (["--config.dataset.image_size=30"], "not divisible by patch size 4"),
+    "wrong_classes": (["--config.dataset.num_classes=7"], "has 10 classes, the dataset has 7"),
+    "shape_mismatch": (["--config.server.variant=fm-edge"],
+                       "parameter ['blocks_0']['attn']['proj']['bias'] has shape (128,), config expects (48,)"),
+    "missing_ckpt": (["--config.edge.checkpoint=/nonexistent/edge.msgpack"],
+                     "checkpoint not found: /nonexistent/edge.msgpack"),
+    "dataset_missing": (["--config.dataset.name=imagenet2012", "--config.dataset.data_dir=/nonexistent"],
+                        "'imagenet2012' is not prepared under data_dir='/nonexistent'"),
+    "repeated_budget": (["--config.budgets=4,4"], "budgets '4,4' repeats [4]"),
+    "empty_split": (["--config.dataset.split=test[:0]"], "split 'test[:0]' of dataset 'fashion_mnist' is empty"),
+    "nan_inputs": (["--config.dataset.std=(0.0,)"],
+                   "NaN/Inf in the input or the edge output for image index 0"),
+    "conflicting_flags": (["--config=configs/fmnist_train.py:edge", "--new_subdir"],
+                          "conflicting flags: --new_subdir applies to sweeps"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gives_one_line_and_exit_2(case, tmp_path):
+  args, expected = CASES[case]
+  code, last = _main(BASE + args, tmp_path / "w")
+  assert code == 2, last
+  assert last.startswith("error: ") and expected in last, last
+
+
+@pytest.mark.parametrize("what,data", [("truncated", None), ("corrupt", b"\x00garbage" * 10)])
+def test_bad_checkpoint_files(what, data, tmp_path):
+  src = os.path.join(ROOT, "checkpoints/fmnist_edge.msgpack")
+  blob = open(src, "rb").read()
+  path = _corrupt(tmp_path, f"{what}.msgpack", blob[: len(blob) // 2] if data is None else data)
+  code, last = _main(BASE + [f"--config.edge.checkpoint={path}"], tmp_path / "w")
+  assert code == 2 and f"checkpoint {path} is truncated or corrupt" in last, last
+
+
+def test_nan_in_model_output(tmp_path):
+  import numpy as np
+  from sage_jax import checkpoints
+  params, meta = checkpoints.load(os.path.join(ROOT, "checkpoints/fmnist_server.msgpack"))
+  params["head"]["bias"] = np.full_like(params["head"]["bias"], np.nan)
+  path = str(tmp_path / "nan_server.msgpack")
+  checkpoints.save(path, params, meta)
+  code, last = _main(BASE + [f"--config.server.checkpoint={path}"], tmp_path / "w")
+  assert code == 2 and "NaN/Inf in the server output (all patches) for image index" in last, last
+
+
+def test_workdir_not_writable(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")  # a file where the workdir's parent should be
+  code, last = _main(BASE, blocker / "w")
+  assert code == 2 and "is not writable" in last, last
+
+
+def test_verbose_shows_traceback(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "sage_jax.main", f"--workdir={tmp_path}", *BASE,
+                         "--config.methods=magic", "--verbose"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and "Traceback" in proc.stderr

@@ -1,0 +1,92 @@
+"""A sweep killed at any point resumes with the same command and ends byte-identical."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from sage_jax import workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=500",
+        "--config.chunk_size=100", "--config.budgets=4,16", "--config.batch_size=50"]
+FILES = ("results.csv", "results.json", "per_image.npz", "curves.png")
+
+
+def _start(workdir, *extra):
+  return subprocess.Popen([sys.executable, *ARGS, f"--workdir={workdir}", *extra], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _chunks(workdir):
+  d = os.path.join(workdir, "progress")
+  return sorted(f for f in os.listdir(d) if f.endswith(".npz")) if os.path.isdir(d) else []
+
+
+def _kill_after(workdir, n_chunks, sig):
+  proc = _start(workdir)
+  deadline = time.time() + 400
+  while len(_chunks(workdir)) < n_chunks and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(sig)
+  proc.wait(timeout=60)
+  return proc
+
+
+def _read(workdir):
+  return {f: open(os.path.join(workdir, f), "rb").read() for f in FILES}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("ref"))
+  proc = _start(workdir)
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()
+  return workdir, _read(workdir)
+
+
+def test_killed_runs_resume_byte_identical(reference, tmp_path):
+  workdir = str(tmp_path / "w")
+  for n_chunks, sig in ((1, signal.SIGKILL), (3, signal.SIGKILL), (4, signal.SIGINT)):
+    _kill_after(workdir, n_chunks, sig)
+    assert not os.path.exists(os.path.join(workdir, "results.csv"))
+  done = len(_chunks(workdir))
+  assert 3 <= done < 5, done  # the kills really interrupted the sweep
+  # A half-written chunk (as if killed mid-write without the atomic rename) is redone.
+  with open(os.path.join(workdir, "progress", _chunks(workdir)[-1]), "r+b") as f:
+    f.truncate(100)
+  proc = _start(workdir)
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()
+  got = _read(workdir)
+  for f in FILES:
+    assert got[f] == reference[1][f], f"{f} differs from the uninterrupted run"
+
+
+def test_same_command_twice_is_byte_identical(reference):
+  workdir, first = reference
+  proc = _start(workdir)  # every chunk is done: only the summary is rewritten
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()
+  assert _read(workdir) == first
+
+
+def test_other_config_is_refused_or_goes_to_subdir(reference):
+  workdir, first = reference
+  proc = _start(workdir, "--config.seed=1")
+  assert proc.wait(timeout=600) == 2
+  assert "holds results of another config" in proc.stderr.read()
+  assert _read(workdir) == first  # nothing lost or mixed
+  proc = _start(workdir, "--config.seed=1", "--new_subdir")
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()
+  subdirs = [d for d in os.listdir(workdir) if len(d) == 12]
+  assert len(subdirs) == 1 and os.path.exists(os.path.join(workdir, subdirs[0], "results.csv"))
+
+
+def test_npz_bytes_are_deterministic():
+  a = {"x": np.arange(5), "y": np.ones((2, 3), np.float32)}
+  assert workdir_lib.npz_bytes(a) == workdir_lib.npz_bytes(dict(a))
+  import io
+  with np.load(io.BytesIO(workdir_lib.npz_bytes(a))) as z:
+    np.testing.assert_array_equal(z["y"], a["y"])

@@ -1,0 +1,82 @@
+"""End-to-end sweeps with the shipped checkpoints on the first few hundred test images."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import fmnist_sweep
+from sage_jax import selection, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXED_SIZE = ("random", "grid", "topk", "diversity", "sage")
+
+
+def _config(**overrides):
+  c = fmnist_sweep.get_config()
+  c.edge.checkpoint = os.path.join(ROOT, c.edge.checkpoint)
+  c.server.checkpoint = os.path.join(ROOT, c.server.checkpoint)
+  c.num_images = 300
+  c.update(overrides)
+  return c
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("sweep"))
+  rows = sweep.run(_config(budgets="4,16,49"), workdir, progress=False)
+  return rows, workdir
+
+
+def test_all_rows_and_files(full_run):
+  rows, workdir = full_run
+  assert [(r["method"], r["budget"]) for r in rows] == [
+      (m, b) for m in selection.RULES for b in (4, 16, 49)]
+  with open(os.path.join(workdir, "results.csv")) as f:
+    csv_rows = list(csv.DictReader(f))
+  assert len(csv_rows) == len(rows) and csv_rows[0]["method"] == "random"
+  for col in ("offloaded_acc", "ceiling_acc", "pct_of_ceiling", "overall_acc", "edge_acc",
+              "offload_rate", "mean_units", "comm_cost", "n_images", "n_offloaded"):
+    assert col in csv_rows[0]
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert len(json.load(f)) == len(rows)
+  assert os.path.getsize(os.path.join(workdir, "curves.png")) > 10_000
+
+
+def test_numbers_are_sane(full_run):
+  rows, _ = full_run
+  r0 = rows[0]
+  assert r0["n_images"] == 300 and 0 < r0["n_offloaded"] < 300
+  for r in rows:
+    for k in ("offloaded_acc", "ceiling_acc", "overall_acc", "edge_acc", "offload_rate",
+              "comm_cost", "cap_bind_rate"):
+      assert 0.0 <= r[k] <= 1.0, (r["method"], r["budget"], k, r[k])
+    assert 1 <= r["mean_units"] <= r["budget"]
+    if r["method"] in FIXED_SIZE:
+      assert r["mean_units"] == r["budget"]
+      if r["budget"] == 49:  # every patch sent: exactly the ceiling
+        assert r["offloaded_acc"] == r["ceiling_acc"], r["method"]
+  # The hybrid with all patches sent is at least as good as the edge alone on this data.
+  at_n = [r for r in rows if r["budget"] == 49 and r["method"] == "topk"][0]
+  assert at_n["overall_acc"] >= at_n["edge_acc"]
+
+
+def test_per_image_records_independent_of_batch_sizes():
+  kw = dict(methods="random,sage,threshold", budgets="8", num_images=150)
+  ref = sweep.evaluate_config(_config(batch_size=150, server_batch_size=64, **kw))
+  other = sweep.evaluate_config(_config(batch_size=7, server_batch_size=1, **kw))
+  assert ref.keys() == other.keys()
+  for k in ref:  # decisions exactly; float scores up to summation order
+    if k in ("score", "threshold"):
+      np.testing.assert_allclose(ref[k], other[k], rtol=1e-5, err_msg=k)
+    else:
+      np.testing.assert_array_equal(ref[k], other[k], err_msg=k)
+
+
+def test_fraction_gate_offloads_the_asked_share():
+  rec = sweep.evaluate_config(_config(methods="topk", budgets="8", num_images=120,
+                                      gate=dict(measure="fraction", eta=0.2, fraction=0.25)))
+  assert rec["offloaded"].sum() == 30
+  # Offloaded images are the least confident ones.
+  assert rec["score"][rec["offloaded"]].min() > rec["score"][~rec["offloaded"]].max()
