@@ -6,18 +6,20 @@ import ml_collections
 
 from configs import fmnist_sweep
 
-# role -> (variant, epochs, patch-drop keep buckets or None, output file)
+# role -> (variant, epochs, crop_pad, patch-drop keep buckets or None, output file).
+# The edge is small and briefly trained with augmentation so that it is clearly
+# weaker than the server; the server trains on random patch subsets.
 ROLES = {
-    "edge": ("fm-edge", 3, None, "checkpoints/fmnist_edge.msgpack"),
-    "server": ("fm-server", 18, (49, 36, 24, 16, 8), "checkpoints/fmnist_server.msgpack"),
-    "server_plain": ("fm-server", 15, None, "checkpoints/fmnist_server_plain.msgpack"),
+    "edge": ("fm-edge", 3, 2, None, "checkpoints/fmnist_edge.msgpack"),
+    "server": ("fm-server", 15, 0, (49, 36, 24, 16, 8), "checkpoints/fmnist_server.msgpack"),
+    "server_plain": ("fm-server", 15, 0, None, "checkpoints/fmnist_server_plain.msgpack"),
 }
 
 
 def get_config(role="server"):
   if role not in ROLES:
     raise ValueError(f"unknown role {role!r}; allowed: {sorted(ROLES)}")
-  variant, epochs, keep, output = ROLES[role]
+  variant, epochs, crop_pad, keep, output = ROLES[role]
   c = ml_collections.ConfigDict()
   c.mode = "train"
   c.dataset = fmnist_sweep.get_config().dataset
@@ -29,7 +31,7 @@ def get_config(role="server"):
       warmup_steps=500,
       weight_decay=0.05,
       label_smoothing=0.1,
-      crop_pad=2,            # random crop after padding by this many pixels
+      crop_pad=crop_pad,     # >0: random crop after padding by this many pixels, and flips
       patch_drop_keep=keep,  # kept-patch counts drawn uniformly per step; None = all
       seed=0,
       output=output,

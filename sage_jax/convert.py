@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import sys
 
 from absl import app, flags, logging
 import numpy as np
@@ -101,7 +102,10 @@ def read_source(src: str):
     return "timm", tensors, None
   if any("embeddings.patch_embeddings" in k for k in tensors):
     cfg_path = os.path.join(os.path.dirname(src), "config.json")
-    hf_config = json.load(open(cfg_path)) if os.path.exists(cfg_path) else None
+    hf_config = None
+    if os.path.exists(cfg_path):
+      with open(cfg_path) as f:
+        hf_config = json.load(f)
     return "hf", tensors, hf_config
   raise ValueError(f"{src} is neither a timm nor a Hugging Face ViT state dict "
                    f"(first names: {sorted(tensors)[:5]})")
@@ -123,14 +127,15 @@ def refuse_distilled(fmt: str, tensors: dict, hf_config=None) -> None:
 
 # HF name (after the "vit." prefix) -> timm name; old (<5) and new transformers names.
 _LAYER = r"(?:encoder\.layer|layers)\.(\d+)\."
+_SELF = _LAYER + r"attention\.(?:attention\.)?"
 _HF_TO_TIMM = [
     (r"embeddings\.cls_token", "cls_token"),
     (r"embeddings\.position_embeddings", "pos_embed"),
     (r"embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
     (_LAYER + r"layernorm_before\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (_LAYER + r"attention\.(?:attention\.)?(?:query|q_proj)\.(weight|bias)", r"blocks.\1.attn.q.\2"),
-    (_LAYER + r"attention\.(?:attention\.)?(?:key|k_proj)\.(weight|bias)", r"blocks.\1.attn.k.\2"),
-    (_LAYER + r"attention\.(?:attention\.)?(?:value|v_proj)\.(weight|bias)", r"blocks.\1.attn.v.\2"),
+    (_SELF + r"(?:query|q_proj)\.(weight|bias)", r"blocks.\1.attn.q.\2"),
+    (_SELF + r"(?:key|k_proj)\.(weight|bias)", r"blocks.\1.attn.k.\2"),
+    (_SELF + r"(?:value|v_proj)\.(weight|bias)", r"blocks.\1.attn.v.\2"),
     (_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
     (_LAYER + r"layernorm_after\.(weight|bias)", r"blocks.\1.norm2.\2"),
     (_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
@@ -167,8 +172,8 @@ def hf_to_timm(tensors: dict, hf_config=None):
     raise ValueError(f"HF config hidden_act={cfg['hidden_act']!r}; sage_jax's ViT uses exact "
                      "GELU ('gelu')")
   if cfg.get("layer_norm_eps", 1e-6) != 1e-6:
-    # HF's DeiT/ViT ports keep eps=1e-12 where timm trained with 1e-6; against
-    # activation variances of order 1 the two give the same outputs to ~1e-6.
+    # HF's DeiT/ViT ports keep eps=1e-12 where timm trained with 1e-6; next to
+    # activation variances of order 1 or more, outputs change by ~1e-6 relative.
     logging.warning("HF config layer_norm_eps=%g; sage_jax uses 1e-6", cfg["layer_norm_eps"])
   stripped = {re.sub(r"^(vit|deit)\.", "", k): v for k, v in tensors.items()
               if not k.startswith(("pooler.", "vit.pooler."))}
@@ -178,14 +183,17 @@ def hf_to_timm(tensors: dict, hf_config=None):
 # Google ViT block names (LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2,
 # MlpBlock_3) and big_vision's (..._0, ..._0, LayerNorm_1, MlpBlock_0).
 _BLOCK = r"Transformer/encoderblock_(\d+)/"
+_ATTN = _BLOCK + r"MultiHeadDotProductAttention_\d/"
 _NPZ_TO_TIMM = [
     (r"embedding/(kernel|bias)", r"patch_embed.proj.\1"),
     (r"cls", "cls_token"),
     (r"Transformer/posembed_input/pos_embedding", "pos_embed"),
     (r"pos_embedding", "pos_embed_patches"),  # big_vision: patches only, CLS has none
     (_BLOCK + r"LayerNorm_0/(scale|bias)", r"blocks.\1.norm1.\2"),
-    (_BLOCK + r"MultiHeadDotProductAttention_\d/(query|key|value|out)/(kernel|bias)",
-     r"blocks.\1.attn.\2.\3"),
+    (_ATTN + r"query/(kernel|bias)", r"blocks.\1.attn.q.\2"),
+    (_ATTN + r"key/(kernel|bias)", r"blocks.\1.attn.k.\2"),
+    (_ATTN + r"value/(kernel|bias)", r"blocks.\1.attn.v.\2"),
+    (_ATTN + r"out/(kernel|bias)", r"blocks.\1.attn.proj.\2"),
     (_BLOCK + r"LayerNorm_[12]/(scale|bias)", r"blocks.\1.norm2.\2"),
     (_BLOCK + r"MlpBlock_\d/Dense_0/(kernel|bias)", r"blocks.\1.mlp.fc1.\2"),
     (_BLOCK + r"MlpBlock_\d/Dense_1/(kernel|bias)", r"blocks.\1.mlp.fc2.\2"),
@@ -194,37 +202,33 @@ _NPZ_TO_TIMM = [
 ]
 
 
+def _npz_to_torch_shape(name: str, x: np.ndarray) -> np.ndarray:
+  """Flax layouts -> torch's: kernels are [in, out] (torch [out, in]); attention
+  splits heads (q/k/v [D, H, hd], out [H, hd, D]); the patch conv is [p, p, C, D]."""
+  if name == "patch_embed.proj.kernel":
+    return x.transpose(3, 2, 0, 1)
+  if re.search(r"attn\.[qkv]\.kernel", name):
+    return x.reshape(x.shape[0], -1).T
+  if re.search(r"attn\.[qkv]\.bias", name):
+    return x.reshape(-1)
+  if name.endswith("attn.proj.kernel"):
+    return x.reshape(-1, x.shape[-1]).T
+  return x.T if name.endswith(".kernel") else x
+
+
 def npz_to_timm(arrays: dict):
   """Google ViT / big_vision .npz -> (timm state dict, num_heads)."""
   arrays = {re.sub(r"^(params/)?(img/)?", "", k): v for k, v in arrays.items()}
   if "cls" not in arrays:
     raise ValueError("this .npz ViT has no CLS token (global-average or MAP pooling); "
                      "sage_jax's ViT classifies from a CLS token")
-  named = _rename(arrays, _NPZ_TO_TIMM, "npz")
-  sd, heads = {}, None
-  for name, x in named.items():
-    if name.endswith(".scale"):
-      name = name[:-len("scale")] + "weight"
-    if name == "patch_embed.proj.kernel":  # [p, p, C, D] -> [D, C, p, p]
-      sd["patch_embed.proj.weight"] = x.transpose(3, 2, 0, 1)
-    elif re.search(r"attn\.(query|key|value)\.kernel", name):  # [D, H, hd] -> [H*hd, D]
-      heads = x.shape[1]
-      sd[re.sub(r"(query|key|value)\.kernel", lambda m: m[1][0] + ".weight", name)] = \
-          x.reshape(x.shape[0], -1).T
-    elif re.search(r"attn\.(query|key|value)\.bias", name):  # [H, hd] -> [H*hd]
-      sd[re.sub(r"(query|key|value)\.bias", lambda m: m[1][0] + ".bias", name)] = x.reshape(-1)
-    elif name.endswith("attn.out.kernel"):  # [H, hd, D] -> [D, H*hd]
-      sd[name.replace("out.kernel", "proj.weight")] = x.reshape(-1, x.shape[-1]).T
-    elif name.endswith("attn.out.bias"):
-      sd[name.replace("out.bias", "proj.bias")] = x
-    elif name.endswith(".kernel"):  # Dense [in, out] -> [out, in]
-      sd[name[:-len("kernel")] + "weight"] = x.T
-    else:
-      sd[name] = x
+  sd = {re.sub(r"\.(kernel|scale)$", ".weight", name): _npz_to_torch_shape(name, x)
+        for name, x in _rename(arrays, _NPZ_TO_TIMM, "npz").items()}
   if "pos_embed_patches" in sd:  # big_vision: give the CLS slot a zero embedding
     patches = sd.pop("pos_embed_patches")
     sd["pos_embed"] = np.concatenate([np.zeros_like(patches[:, :1]), patches], axis=1)
-  return _fuse_qkv(sd), heads
+  query = [v for k, v in arrays.items() if re.fullmatch(_ATTN + "query/kernel", k)]
+  return _fuse_qkv(sd), (query[0].shape[1] if query else None)  # [D, H, hd]
 
 
 # ---------------------------------------------------------------- timm -> ours
@@ -309,8 +313,9 @@ def convert(src: str, variant=None, num_heads=None):
     sd, stored_heads = npz_to_timm(tensors)
   else:
     sd, stored_heads = tensors, None
-  heads = stored_heads or num_heads or (vit.decode_variant(variant)["num_heads"] if variant else None)
-  arch = infer_arch(sd, heads)
+  if not (stored_heads or num_heads) and variant:
+    num_heads = vit.decode_variant(variant)["num_heads"]
+  arch = infer_arch(sd, stored_heads or num_heads)
   if variant:
     check_variant(arch, variant, src)
   if hf_config and hf_config.get("image_size", arch["image_size"]) != arch["image_size"]:
@@ -328,25 +333,26 @@ def model_for(arch: dict) -> vit.ViT:
                                           "mlp_dim", "patch_size", "num_patches")})
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("src", None, "timm .safetensors/.pth, HF directory, or ViT .npz.")
-flags.DEFINE_string("dst", None, "Output sage_jax checkpoint (.msgpack).")
-flags.DEFINE_string("variant", None, "Expected sage_jax variant, e.g. Ti/16 or B/16.")
-flags.DEFINE_integer("num_heads", None, "Heads, for timm files without --variant "
-                     "(default width/64).")
-
-
 def main(argv):
   del argv
-  params, meta = convert(FLAGS.src, FLAGS.variant, FLAGS.num_heads)
-  checkpoints.save(FLAGS.dst, params, meta)
+  f = flags.FLAGS
+  try:
+    params, meta = convert(f.src, f.variant, f.num_heads)
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    sys.exit(f"convert: {e}")  # a user error: the message, not a traceback
+  checkpoints.save(f.dst, params, meta)
   if meta["variant"] is None:
     logging.warning("architecture %s matches no sage_jax variant (%s)", meta["arch"],
                     ", ".join(vit.VARIANTS))
-  print(f"wrote {FLAGS.dst}: variant {meta['variant']}, {meta['num_classes']} classes, "
-        f"{meta['image_size']}px, from {meta['source']['format']} {FLAGS.src}")
+  print(f"wrote {f.dst}: variant {meta['variant']}, {meta['num_classes']} classes, "
+        f"{meta['image_size']}px, from {meta['source']['format']} {f.src}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags defined here only, so importing this module adds none
+  flags.DEFINE_string("src", None, "timm .safetensors/.pth, HF directory, or ViT .npz.")
+  flags.DEFINE_string("dst", None, "Output sage_jax checkpoint (.msgpack).")
+  flags.DEFINE_string("variant", None, "Expected sage_jax variant, e.g. Ti/16 or B/16.")
+  flags.DEFINE_integer("num_heads", None, "Heads, for timm files without --variant "
+                       "(default width/64).")
   flags.mark_flags_as_required(["src", "dst"])
   app.run(main)

@@ -1,13 +1,14 @@
 """Per-image evaluation preprocessing, as TensorFlow ops for the tf.data pipeline.
 
-Runs on one decoded image before batching, so images of any size end up with
-one shape. `for_config(cfg)` picks the dataset config's `preprocess`:
+Runs on one image before batching, so images of any size end up with one
+shape. `for_config(cfg)` picks the dataset config's `preprocess`:
   * "scale":     x/255, then (x - mean) / std (Fashion-MNIST; same size in and out);
   * "deit_eval": DeiT/timm evaluation: resize the shorter side to
                  `resize_size` (256) with bicubic, center-crop `image_size`
                  (224), then ImageNet mean/std. This is timm's
-                 Resize(256, bicubic) + CenterCrop(224) on PIL images; the
-                 resized image is rounded to 8 bits as PIL does.
+                 Resize(256, bicubic) + CenterCrop(224) on PIL images: JPEGs
+                 decoded as PIL decodes them, the resize rounded to 8 bits as
+                 PIL does (within 2 levels of PIL, 0.1-0.3% of values differ).
 """
 import tensorflow as tf
 
@@ -55,11 +56,22 @@ def deit_eval(image, size: int = 224, resize_size: int = 256, mean=IMAGENET_MEAN
   return tf.ensure_shape(scale(x, mean, std), (size, size, None))
 
 
+def decode_jpeg(data):
+  """JPEG bytes -> u8[H, W, 3] with the accurate integer DCT, the one PIL (so timm)
+  uses; TF's default fast DCT moves ~80% of pixels by up to 8 levels."""
+  return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+
+
 def for_config(cfg):
-  """Dataset config -> fn(u8[H, W, C]) -> f32[image_size, image_size, C]."""
+  """Dataset config -> (TFDS `decoders` for as_dataset, fn(example image) -> f32[S, S, C]).
+
+  deit_eval skips TFDS's image decoding and decodes here (see decode_jpeg).
+  """
   name = cfg.get("preprocess", "scale")
   if name == "scale":
-    return lambda image: scale(image, cfg.mean, cfg.std)
+    return None, lambda image: scale(image, cfg.mean, cfg.std)
   if name == "deit_eval":
-    return lambda image: deit_eval(image, cfg.image_size, cfg.resize_size, cfg.mean, cfg.std)
+    import tensorflow_datasets as tfds
+    return {"image": tfds.decode.SkipDecoding()}, lambda data: deit_eval(
+        decode_jpeg(data), cfg.image_size, cfg.resize_size, cfg.mean, cfg.std)
   raise ValueError(f"unknown preprocess {name!r}; allowed: scale, deit_eval")

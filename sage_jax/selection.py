@@ -113,7 +113,6 @@ def farthest_point(embeddings, seed_pos, budget):
   Ties go to the lowest position, so callers pass candidates in ascending patch order.
   """
   x = _l2_normalize(embeddings)
-  p = x.shape[0]
 
   def pick(i, carry):
     chosen, min_dist = carry

@@ -10,7 +10,6 @@ concatenated along the batch); each budget compiles once.
 The sweep returns per-image records; `metrics.summarize` turns them into rows.
 """
 import math
-import os
 import time
 
 from absl import logging

@@ -14,6 +14,8 @@ the reference on random images. The measured differences are printed.
 """
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -23,7 +25,9 @@ import safetensors.torch
 import torch
 import transformers
 
-from sage_jax import convert
+from sage_jax import checkpoints, convert
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 torch.set_num_threads(2)
 LOGITS_TOL, ATTN_TOL = 1e-4, 1e-5
@@ -87,7 +91,8 @@ NPZ_FROM_HF = {
        (_L + f"attention.attention.{n}.weight", _HEADS_IN) for n in ("query", "key", "value")},
     **{_B + f"MultiHeadDotProductAttention_1/{n}/bias":
        (_L + f"attention.attention.{n}.bias", _HEADS_BIAS) for n in ("query", "key", "value")},
-    _B + "MultiHeadDotProductAttention_1/out/kernel": (_L + "attention.output.dense.weight", _HEADS_OUT),
+    _B + "MultiHeadDotProductAttention_1/out/kernel":
+        (_L + "attention.output.dense.weight", _HEADS_OUT),
     _B + "MultiHeadDotProductAttention_1/out/bias": (_L + "attention.output.dense.bias", _SAME),
     _B + "LayerNorm_2/scale": (_L + "layernorm_after.weight", _SAME),
     _B + "LayerNorm_2/bias": (_L + "layernorm_after.bias", _SAME),
@@ -169,7 +174,8 @@ def reference_subset_logits(model, pixels, keep_idx, keep_mask):
       idx = torch.from_numpy(keep_idx[b][keep_mask[b]]).long()
       x = emb.patch_embeddings(pixels[b:b + 1])[:, idx] + pos[:, 1:][:, idx]
       h = torch.cat([emb.cls_token + pos[:, :1], x], dim=1)
-      for layer in model.vit.layers:
+      layers = getattr(model.vit, "layers", None) or model.vit.encoder.layer  # v5 / v4 names
+      for layer in layers:
         h = layer(h, None)
         h = h[0] if isinstance(h, tuple) else h
       out.append(model.classifier(model.vit.layernorm(h)[:, 0]))
@@ -260,8 +266,9 @@ def test_variant_mismatch_names_the_dimension(case):
 
 
 def test_distilled_deit_is_refused(tmp_path):
-  timm = {"cls_token": np.zeros((1, 1, 8), np.float32), "dist_token": np.zeros((1, 1, 8), np.float32),
-          "patch_embed.proj.weight": np.zeros((8, 3, 4, 4), np.float32)}
+  zeros = lambda *s: np.zeros(s, np.float32)
+  timm = {"cls_token": zeros(1, 1, 8), "dist_token": zeros(1, 1, 8),
+          "patch_embed.proj.weight": zeros(8, 3, 4, 4)}
   safetensors.numpy.save_file(timm, str(tmp_path / "d.safetensors"))
   with pytest.raises(ValueError, match="distilled DeiT"):
     convert.convert(str(tmp_path / "d.safetensors"))
@@ -293,3 +300,17 @@ def test_unknown_tensors_and_files_are_refused(tmp_path):
                               str(tmp_path / "y.safetensors"))
   with pytest.raises(ValueError, match="neither a timm nor a Hugging Face"):
     convert.convert(str(tmp_path / "y.safetensors"))
+
+
+def test_cli_reports_mismatch_without_traceback(case, tmp_path):
+  if case["name"] != "w64_d2":
+    pytest.skip("one shape is enough for the command line")
+  cmd = [sys.executable, "-m", "sage_jax.convert", f"--src={case['paths']['npz']}",
+         f"--dst={tmp_path / 'x.msgpack'}"]
+  out = subprocess.run(cmd + ["--variant=Ti/16"], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 1 and "has width=64, but variant 'Ti/16'" in out.stderr
+  assert "Traceback" not in out.stderr and not os.path.exists(tmp_path / "x.msgpack")
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  params, meta = checkpoints.load(str(tmp_path / "x.msgpack"))
+  assert meta["source"]["format"] == "npz" and meta["arch"]["num_heads"] == 4
