@@ -11,12 +11,13 @@ ImageNet must already be prepared for TFDS (imagenet2012) under data_dir.
 """
 import ml_collections
 
+from configs import fmnist_sweep
+
 
 def get_config(arg=None):
+  """The default sweep's knobs, with the paper's data, models, budgets and gate."""
   del arg
-  c = ml_collections.ConfigDict()
-  c.mode = "sweep"
-
+  c = fmnist_sweep.get_config()
   c.dataset = ml_collections.ConfigDict(dict(
       name="imagenet2012",
       split="validation",
@@ -29,30 +30,16 @@ def get_config(arg=None):
       mean=(0.485, 0.456, 0.406),  # timm's IMAGENET_DEFAULT_MEAN/STD, as DeiT
       std=(0.229, 0.224, 0.225),
   ))
-
   # Converted with `python -m sage_jax.convert` (timm / HF / .npz weights).
   c.edge = ml_collections.ConfigDict(dict(variant="Ti/16", checkpoint="checkpoints/deit_tiny.msgpack"))
   c.server = ml_collections.ConfigDict(dict(variant="B/16", checkpoint="checkpoints/deit_base.msgpack"))
-
-  c.importance = "cls_attention"   # cls_attention | rollout
-  c.gate = ml_collections.ConfigDict(dict(
-      measure="min_entropy",  # min_entropy | entropy | margin | fraction
-      eta=1.0,                # bits; the paper's gate (about 35.7% of images offloaded)
-      fraction=1 / 3,         # for measure=fraction: offload this share, least confident first
-  ))
-
-  c.methods = "random,grid,topk,threshold,sum_threshold,diversity,sage"
+  c.gate.eta = 1.0                   # bits; the paper's gate (about 35.7% of images offloaded)
   c.budgets = "16,32,48,64,96,196"
-  c.rules = ml_collections.ConfigDict(dict(
-      pool_ratio=2.0,            # sage: pool = top ceil(pool_ratio * K) patches
-      threshold_delta=1 / 196,   # threshold: keep importance >= delta (uniform = 1/N)
-      sum_threshold_delta=0.9,   # sum_threshold: keep while cumulative importance <= delta
-  ))
-  c.seed = 0                  # `random` rule key = fold_in(PRNGKey(seed), image index)
-  c.bits_per_unit = -1        # -1: 8-bit pixels of a patch + ceil(log2 N) index bits
-
-  c.num_images = -1           # > 0: only the first num_images validation images
-  c.batch_size = 256          # edge batch (DeiT-Ti); sized for one GPU/TPU chip
-  c.server_batch_size = 64    # offloaded images per server step (x 7 rules per B/16 call)
-  c.chunk_size = 5000         # images per saved progress chunk (a killed run redoes at most one)
+  c.rules.threshold_delta = 1 / 196  # uniform importance over 14x14 patches
+  c.coverage_grid = 7                # the paper's 7x7 coarse grid (2x2 patches a cell)
+  c.report.map_budget = 48
+  c.report.moderate = (48, 96)
+  c.batch_size = 256                 # edge batch (DeiT-Ti); sized for one GPU/TPU chip
+  c.server_batch_size = 64           # offloaded images per server step (x rules per B/16 call)
+  c.chunk_size = 5000
   return c

@@ -56,11 +56,14 @@ def eval_batches(cfg, batch_size: int, start: int = 0, stop: int = -1):
   image f32[B,H,W,C], label i32[B], index i32[B] (position in the split), valid bool[B].
   """
   import tensorflow as tf
-  ds = _builder(cfg).as_dataset(split=cfg.split, shuffle_files=False)
+  from sage_jax import preprocess
+  # Per image, before batching (ImageNet sizes differ); may decode the image itself.
+  decoders, prep = preprocess.for_config(cfg)
+  ds = _builder(cfg).as_dataset(split=cfg.split, shuffle_files=False, decoders=decoders)
   if stop >= 0:
     ds = ds.take(stop)
   ds = ds.skip(start).enumerate(start)
-  ds = ds.map(lambda i, ex: (tf.cast(i, tf.int32), ex["image"], tf.cast(ex["label"], tf.int32)),
+  ds = ds.map(lambda i, ex: (tf.cast(i, tf.int32), prep(ex["image"]), tf.cast(ex["label"], tf.int32)),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
   for index, image, label in ds.as_numpy_iterator():
@@ -70,7 +73,7 @@ def eval_batches(cfg, batch_size: int, start: int = 0, stop: int = -1):
       index, image, label, valid = (
           np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
           for a in (index, image, label, valid))
-    yield dict(image=normalize(image, cfg), label=label, index=index, valid=valid)
+    yield dict(image=image, label=label, index=index, valid=valid)
 
 
 def num_examples(cfg, num_images: int = -1) -> int:

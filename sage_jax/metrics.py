@@ -1,20 +1,34 @@
-"""Per-image sweep records -> one summary row per (rule, budget)."""
+"""Per-image sweep records -> one summary row per (rule, budget), with 95% intervals.
+
+Intervals are percentile bootstraps over images (stats.bootstrap_ci); every rule
+is compared with `topk` on the same offloaded images (paired bootstrap of the
+accuracy difference and an exact McNemar test).
+"""
 import numpy as np
 
-COLUMNS = ("method", "budget", "offloaded_acc", "ceiling_acc", "pct_of_ceiling", "overall_acc",
-           "edge_acc", "offload_rate", "mean_units", "comm_cost", "bits_per_request",
-           "cap_bind_rate", "n_images", "n_offloaded")
+from sage_jax import stats
+
+COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi",
+           "ceiling_acc", "ceiling_acc_lo", "ceiling_acc_hi", "pct_of_ceiling",
+           "overall_acc", "overall_acc_lo", "overall_acc_hi", "edge_acc", "offload_rate",
+           "mean_units", "comm_cost", "bits_per_request", "cap_bind_rate", "coverage",
+           "acc_low_attn_entropy", "acc_high_attn_entropy",
+           "diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi", "p_vs_topk",
+           "n_images", "n_offloaded")
 
 
 def _mean(x):
   return float(np.mean(x)) if len(x) else float("nan")
 
 
-def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float) -> list:
+def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
+              n_boot: int = 1000, baseline: str = "topk") -> list:
   """Rows of COLUMNS. Accuracies and rates are fractions in [0, 1]; pct_of_ceiling in %.
 
   comm_cost = mean units sent per offloaded image / N * offload rate (the share
-  of all patches of all images that crosses the link).
+  of all patches of all images that crosses the link). coverage is the mean share
+  of coarse-grid cells holding a sent patch. acc_{low,high}_attn_entropy split the
+  offloaded images at the median entropy of the edge's importance.
   """
   off = records["offloaded"].astype(bool)
   if not np.array_equal(records["off_index"], records["index"][off]):
@@ -22,23 +36,41 @@ def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float)
   label_off = records["label"][off]
   edge_correct = records["edge_pred"] == records["label"]
   n, m = len(off), int(off.sum())
-  ceiling_acc = _mean(records["ceiling_pred"] == label_off)
+  ceiling_correct = records["ceiling_pred"] == label_off
+  ceiling_acc = _mean(ceiling_correct)
+  ceiling_lo, ceiling_hi = stats.bootstrap_ci(ceiling_correct, n_boot)
+  # Offloaded images in order of the edge's attention entropy; the first half is "low".
+  low = np.zeros(m, bool)
+  low[np.argsort(records["attn_entropy"][off], kind="stable")[: m // 2]] = True
+  base = methods.index(baseline) if baseline in methods else None
   rows = []
   for i, method in enumerate(methods):
     for j, budget in enumerate(budgets):
-      server_correct = records["server_pred"][:, i, j] == label_off
-      off_acc = _mean(server_correct)
+      correct = records["server_pred"][:, i, j] == label_off
+      off_acc = _mean(correct)
+      collab = edge_correct.copy()
+      collab[off] = correct
       units = _mean(records["units"][:, i, j])
-      rows.append(dict(
-          method=method, budget=int(budget),
-          offloaded_acc=off_acc, ceiling_acc=ceiling_acc,
+      row = dict(
+          method=method, budget=int(budget), offloaded_acc=off_acc,
+          ceiling_acc=ceiling_acc, ceiling_acc_lo=ceiling_lo, ceiling_acc_hi=ceiling_hi,
           pct_of_ceiling=100.0 * off_acc / ceiling_acc if ceiling_acc > 0 else float("nan"),
-          overall_acc=float((edge_correct[~off].sum() + server_correct.sum()) / n),
-          edge_acc=float(edge_correct.mean()),
-          offload_rate=m / n,
-          mean_units=units,
-          comm_cost=units / num_patches * m / n if m else 0.0,
+          overall_acc=_mean(collab), edge_acc=float(edge_correct.mean()), offload_rate=m / n,
+          mean_units=units, comm_cost=units / num_patches * m / n if m else 0.0,
           bits_per_request=units * bits_per_unit,
           cap_bind_rate=_mean(records["demand"][:, i, j] > budget),
-          n_images=n, n_offloaded=m))
+          coverage=_mean(records["coverage"][:, i, j]),
+          acc_low_attn_entropy=_mean(correct[low]), acc_high_attn_entropy=_mean(correct[~low]),
+          n_images=n, n_offloaded=m)
+      row["offloaded_acc_lo"], row["offloaded_acc_hi"] = stats.bootstrap_ci(correct, n_boot)
+      row["overall_acc_lo"], row["overall_acc_hi"] = stats.bootstrap_ci(collab, n_boot)
+      if base is None:
+        row.update(diff_vs_topk=float("nan"), diff_vs_topk_lo=float("nan"),
+                   diff_vs_topk_hi=float("nan"), p_vs_topk=float("nan"))
+      else:
+        ref = records["server_pred"][:, base, j] == label_off
+        paired = stats.paired_bootstrap(correct, ref, n_boot)
+        row.update(diff_vs_topk=paired["diff"], diff_vs_topk_lo=paired["lo"],
+                   diff_vs_topk_hi=paired["hi"], p_vs_topk=stats.mcnemar(correct, ref)["p_value"])
+      rows.append({k: row[k] for k in COLUMNS})
   return rows

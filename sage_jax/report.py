@@ -1,4 +1,4 @@
-"""Results -> table on stdout, results.csv / results.json / per_image.npz / curves.png.
+"""Results -> table on stdout; results.csv/.json, per_image.npz, plots and report.md.
 
 Every file is written atomically (workdir.atomic_write), so a killed run never
 leaves a half-written result.
@@ -9,6 +9,7 @@ import json
 import math
 import os
 
+from sage_jax import channel, figures
 from sage_jax.metrics import COLUMNS
 from sage_jax.workdir import atomic_write, npz_bytes
 
@@ -20,7 +21,8 @@ def _fmt(v):
 
 
 def format_table(rows, columns=("method", "budget", "offloaded_acc", "pct_of_ceiling",
-                                "overall_acc", "mean_units", "comm_cost", "cap_bind_rate")) -> str:
+                                "overall_acc", "mean_units", "comm_cost", "coverage",
+                                "diff_vs_topk", "p_vs_topk")) -> str:
   head = rows[0] if rows else {}
   lines = [f"edge_acc {_fmt(head.get('edge_acc', float('nan')))}  ceiling_acc (offloaded) "
            f"{_fmt(head.get('ceiling_acc', float('nan')))}  offload_rate "
@@ -48,34 +50,123 @@ def to_csv(rows) -> bytes:
   return buf.getvalue().encode()
 
 
-def plot_curves(rows, path):
-  """Offloaded accuracy vs budget, one line per rule, ceiling as a dashed line."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-  for method in dict.fromkeys(r["method"] for r in rows):
-    rs = [r for r in rows if r["method"] == method]
-    ax.plot([r["budget"] for r in rs], [100 * r["offloaded_acc"] for r in rs], marker="o",
-            label=method)
-  if rows:
-    ax.axhline(100 * rows[0]["ceiling_acc"], color="k", ls="--", lw=1,
-               label="server ceiling (all patches)")
-  ax.set_xlabel("budget K (patches sent)")
-  ax.set_ylabel("accuracy on offloaded images (%)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png")
-  plt.close(fig)
-  atomic_write(path, buf.getvalue())
+def _pct(x):
+  return f"{100 * x:.1f}%"
 
 
-def write_all(rows, workdir, records=None):
+def paper_claims(rows, num_patches: int, moderate=(12, 24)) -> list:
+  """The paper's claims, checked on these rows; one sentence with the numbers each."""
+  by = {(r["method"], r["budget"]): r for r in rows}
+  budgets = sorted({r["budget"] for r in rows})
+  out = []
+  if any(m == "sage" for m, _ in by) and any(m == "topk" for m, _ in by):
+    parts, wins, losses = [], 0, 0
+    for b in budgets:
+      s, t = by.get(("sage", b)), by.get(("topk", b))
+      if s and t:
+        sig = s["p_vs_topk"] < 0.05
+        wins += sig and s["diff_vs_topk"] > 0
+        losses += sig and s["diff_vs_topk"] < 0
+        parts.append(f"K={b}: {_pct(s['offloaded_acc'])} vs {_pct(t['offloaded_acc'])} "
+                     f"(diff {100 * s['diff_vs_topk']:+.1f} pts, 95% CI "
+                     f"[{100 * s['diff_vs_topk_lo']:+.1f}, {100 * s['diff_vs_topk_hi']:+.1f}], "
+                     f"McNemar p={s['p_vs_topk']:.2g})")
+    out.append(f"SAGE vs top-K on offloaded images: SAGE significantly better at {wins}, worse at "
+               f"{losses} of {len(parts)} budgets. " + "; ".join(parts) + ".")
+    reach = [b for b in budgets if ("sage", b) in by and by[("sage", b)]["pct_of_ceiling"] >= 93]
+    if reach:
+      b = reach[0]
+      out.append(f"SAGE reaches 93% of the server ceiling first at K={b} "
+                 f"({by[('sage', b)]['pct_of_ceiling']:.1f}% of ceiling, {b}/{num_patches} = "
+                 f"{100 * b / num_patches:.0f}% of the patches; the paper: under half).")
+    else:
+      best = max((by[("sage", b)] for b in budgets if ("sage", b) in by),
+                 key=lambda r: -1.0 if math.isnan(r["pct_of_ceiling"]) else r["pct_of_ceiling"])
+      out.append(f"SAGE does not reach 93% of the ceiling at any budget here (best "
+                 f"{best['pct_of_ceiling']:.1f}% at K={best['budget']}).")
+  mod = [b for b in budgets if moderate[0] <= b <= moderate[1]]
+  if mod and all(("grid", b) in by and ("random", b) in by for b in mod):
+    g = [by[("grid", b)]["offloaded_acc"] for b in mod]
+    rnd = [by[("random", b)]["offloaded_acc"] for b in mod]
+    txt = (f"Content-blind grid at moderate budgets K={mod[0]}..{mod[-1]}: mean "
+           f"{_pct(sum(g) / len(g))} vs random {_pct(sum(rnd) / len(rnd))}")
+    if all(("topk", b) in by for b in mod):
+      t = [by[("topk", b)]["offloaded_acc"] for b in mod]
+      txt += f" and top-K {_pct(sum(t) / len(t))}"
+    beats = sum(a > c for a, c in zip(g, rnd))
+    out.append(txt + f"; grid beats random at {beats} of {len(mod)} of these budgets.")
+  return out
+
+
+def _swap_table(rows, budgets) -> str:
+  """Accuracy vs swapped fraction f (topk: f = 0; swap@f)."""
+  fracs = [("topk", "0")] + sorted(
+      ((r["method"], r["method"].split("@")[1]) for r in rows
+       if r["method"].startswith("swap@") and r["budget"] == budgets[0]), key=lambda x: float(x[1]))
+  if len(fracs) < 2:
+    return "(no swap@f methods in this run)"
+  by = {(r["method"], r["budget"]): r for r in rows}
+  head = "| f | " + " | ".join(f"K={b}" for b in budgets) + " |"
+  lines = [head, "|" + "---|" * (len(budgets) + 1)]
+  for m, f in fracs:
+    lines.append(f"| {f} | " + " | ".join(_fmt(by[(m, b)]["offloaded_acc"]) if (m, b) in by else ""
+                                          for b in budgets) + " |")
+  return "\n".join(lines)
+
+
+def report_md(rows, claims, channel_rows, map_budget, channel_name) -> str:
+  head = rows[0]
+  budgets = sorted({r["budget"] for r in rows})
+  cols = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi",
+          "pct_of_ceiling", "overall_acc", "mean_units", "comm_cost", "diff_vs_topk", "p_vs_topk")
+  ch_cols = ["budget", "bits"] + [k for k in channel_rows[0] if k.startswith("latency_ms_")]
+  return "\n".join([
+      "# sage_jax sweep report", "",
+      f"{head['n_images']} images; edge accuracy {_pct(head['edge_acc'])}; "
+      f"{head['n_offloaded']} offloaded ({_pct(head['offload_rate'])}); server ceiling on them "
+      f"{_pct(head['ceiling_acc'])} (95% CI {_pct(head['ceiling_acc_lo'])}-"
+      f"{_pct(head['ceiling_acc_hi'])}). Intervals: percentile bootstrap over images; "
+      "p: exact McNemar test against top-K on the same images.", "",
+      "## The paper's claims on this run", "", *[f"- {c}" for c in claims], "",
+      "## Accuracy vs budget", "", "![accuracy vs budget](curves.png)", "",
+      "## Accuracy vs bits and latency", "",
+      "![accuracy vs bits](acc_vs_bits.png)", "",
+      "![accuracy vs latency](acc_vs_latency.png)", "",
+      f"Transmission time per request (serialisation only; latency plot: {channel_name}):", "",
+      markdown_table(channel_rows, ch_cols), "",
+      f"## What each rule sends (K={map_budget})", "", "![selection map](selection_map.png)", "",
+      "## Swap experiment: top-K with its lowest-ranked fraction f replaced by max-min picks", "",
+      _swap_table(rows, budgets), "",
+      "## Spatial coverage and attention entropy", "",
+      markdown_table(rows, ("method", "budget", "coverage", "acc_low_attn_entropy",
+                            "acc_high_attn_entropy")), "",
+      "## All results", "", markdown_table(rows, cols), ""])
+
+
+def write_all(rows, workdir, records=None, *, num_patches=None, bits_per_unit=None,
+              report_cfg=None, examples=None):
+  """results.csv/.json (+ per_image.npz); with report_cfg also the plots and report.md.
+
+  examples: (images f32[R, H, W, C] in [0, 1], keep_idx i32[R, M, K], keep_mask, names,
+  patch_size) for the selection map.
+  """
   atomic_write(os.path.join(workdir, "results.csv"), to_csv(rows))
   atomic_write(os.path.join(workdir, "results.json"),
-                (json.dumps(rows, indent=1, allow_nan=True) + "\n").encode())
+               (json.dumps(rows, indent=1, allow_nan=True) + "\n").encode())
   if records is not None:
     atomic_write(os.path.join(workdir, "per_image.npz"), npz_bytes(records))
-  plot_curves(rows, os.path.join(workdir, "curves.png"))
+  figures.accuracy_plot(rows, os.path.join(workdir, "curves.png"))
+  if report_cfg is None:
+    return
+  figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_bits.png"), x="bits_per_request")
+  figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_latency.png"), x="latency_ms",
+                        rate=report_cfg.channel)
+  if examples is not None:
+    images, keep_idx, keep_mask, names, patch = examples
+    figures.selection_map(images, keep_idx, keep_mask, names, patch,
+                          os.path.join(workdir, "selection_map.png"))
+  budgets = sorted({r["budget"] for r in rows})
+  claims = paper_claims(rows, num_patches, tuple(report_cfg.moderate))
+  md = report_md(rows, claims, channel.channel_table(budgets, bits_per_unit),
+                 report_cfg.map_budget, report_cfg.channel)
+  atomic_write(os.path.join(workdir, "report.md"), md.encode())

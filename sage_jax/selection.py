@@ -148,6 +148,150 @@ def sage(importance, embeddings, key, budget, pool_ratio=2.0):
   return _fixed(pool[farthest_point(embeddings[pool], seed_pos, budget)], budget)
 
 
+def _round_half_up(x: float) -> int:
+  # Python's round() goes to even (round(2.5) == 2); a count that halves up reads plainer.
+  return math.floor(x + 0.5)
+
+
+def _greedy_maxmin(x, min_dist, count):
+  """`count` more greedy max-min cosine picks on unit rows x: f32[P, D]; i32[count] positions.
+
+  min_dist: f32[P], each position's cosine distance to the set chosen so far, -inf where a
+  position may not be picked. Ties go to the lowest position.
+  """
+  def pick(i, carry):
+    chosen, min_dist = carry
+    j = jnp.argmax(min_dist)
+    return chosen.at[i].set(j), jnp.minimum(min_dist, 1.0 - x @ x[j]).at[j].set(-jnp.inf)
+
+  chosen = jnp.zeros(count, jnp.int32)
+  return jax.lax.fori_loop(0, count, pick, (chosen, min_dist))[0]
+
+
+def swap(importance, embeddings, key, budget, swap_frac=0.25):
+  """The paper's swap experiment: topk with its s least attended slots given to diverse patches.
+
+  importance: f32[N], embeddings: f32[N, D]. s = round(swap_frac*K) (halves up), clamped to
+  [0, K-1] so the most attended patch always stays. Slots 0..K-s-1 are topk's first K-s
+  patches; the s others are picked from OUTSIDE that kept set by greedy max-min cosine
+  distance, continuing the farthest-point process from the whole kept set (a candidate's
+  score is its minimum distance to every kept or already swapped-in patch; ties to the
+  lowest patch index). swap_frac=0 is exactly topk.
+  """
+  del key
+  _check_budget(budget, importance.shape[0])
+  if not 0 <= swap_frac <= 1:
+    raise ValueError(f"swap_frac {swap_frac} is not allowed; it must be in [0, 1]")
+  s = min(budget - 1, _round_half_up(swap_frac * budget))
+  kept = _top(jnp.asarray(importance), budget - s)
+  if s == 0:
+    return _fixed(kept, budget)
+  x = _l2_normalize(jnp.asarray(embeddings))
+  min_dist = jnp.min(1.0 - x @ x[kept].T, axis=1).at[kept].set(-jnp.inf)
+  return _fixed(jnp.concatenate([kept, _greedy_maxmin(x, min_dist, s)]), budget)
+
+
+def bat(importance, embeddings, key, budget, attentive_frac=0.5, iters=10):
+  """BAT-style: the most attended patches plus one representative per cluster of the rest.
+
+  importance: f32[N], embeddings: f32[N, D]. k_att = round(attentive_frac*K) (halves up),
+  clamped to [1, K]: slots 0..k_att-1 are topk's first k_att patches. The other N - k_att
+  ("inattentive") patches are split into m = K - k_att clusters by spherical k-means on their
+  L2-normalised embeddings: the centres start at m farthest-point (max-min cosine) picks among
+  the inattentive patches, seeded at the most attended of them; then `iters` rounds of
+  (assign each patch to its most cosine-similar centre, ties to the lowest cluster, a zero
+  embedding therefore to cluster 0; centre = normalised sum of its members, an empty cluster
+  keeps its centre), and a final assignment. Each cluster sends its most attended member.
+  A cluster that ends empty (e.g. identical embeddings put every patch in cluster 0) sends
+  instead the most attended inattentive patch not sent yet, so the K indices stay distinct.
+  The m representatives follow the attentive slots, most attended first. Ties to the lowest
+  patch index; attentive_frac=1 (or k_att = K) is topk.
+  """
+  del key
+  n = importance.shape[0]
+  _check_budget(budget, n)
+  if not 0 <= attentive_frac <= 1:
+    raise ValueError(f"attentive_frac {attentive_frac} is not allowed; it must be in [0, 1]")
+  if int(iters) != iters or iters < 0:
+    raise ValueError(f"iters {iters} is not allowed; it must be an integer >= 0")
+  importance = jnp.asarray(importance)
+  k_att = min(budget, max(1, _round_half_up(attentive_frac * budget)))
+  m = budget - k_att
+  order = _top(importance, n)
+  if m == 0:
+    return _fixed(order[:budget], budget)
+  # Ascending patch order inside the pool makes every argmax tie go to the lowest patch.
+  pool = jnp.sort(order[k_att:])                      # i32[P], P = N - k_att >= m
+  imp = importance[pool]
+  emb = jnp.asarray(embeddings)[pool]
+  x = _l2_normalize(emb)
+  centres = x[farthest_point(emb, jnp.argmax(imp), m)]  # f32[m, D]
+
+  def members(centres):
+    return jnp.argmax(x @ centres.T, axis=1)[:, None] == jnp.arange(m)  # bool[P, m]
+
+  def update(_, centres):
+    member = members(centres)
+    new = _l2_normalize(member.T.astype(x.dtype) @ x)
+    return jnp.where(member.any(0)[:, None], new, centres)
+
+  member = members(jax.lax.fori_loop(0, int(iters), update, centres))
+  rep = jnp.argmax(jnp.where(member, imp[:, None], -jnp.inf), axis=0)  # i32[m] positions
+  empty = ~member.any(0)
+  # Clusters are disjoint, so the non-empty ones' representatives are distinct already.
+  taken = jnp.zeros(pool.shape[0], jnp.int32).at[rep].add((~empty).astype(jnp.int32)) > 0
+  spare = _top(jnp.where(taken, -jnp.inf, imp), m)
+  rep = jnp.where(empty, spare[jnp.maximum(jnp.cumsum(empty) - 1, 0)], rep)
+  reps = pool[rep]
+  return _fixed(jnp.concatenate([order[:k_att], reps[_top(importance[reps], m)]]), budget)
+
+
+def tome_schedule(n: int, budget: int) -> list:
+  """Merges per ToMe round, static: r = min(count - K, count // 2) until K groups remain."""
+  rs, count = [], n
+  while count > budget:
+    rs.append(min(count - budget, count // 2))
+    count -= rs[-1]
+  return rs
+
+
+def tome(importance, embeddings, key, budget):
+  """ToMe-style bipartite soft matching of the patches into K groups; each sends its most attended.
+
+  importance: f32[N], embeddings: f32[N, D]. A group is named by its root patch; groups
+  are ordered by root index. Each round (r from `tome_schedule`, N -> K in about
+  log2(N/K) rounds) splits the current groups alternately into A (even rank) and B (odd
+  rank) -- the first round is even/odd patch index, as in ToMe -- matches every A group to
+  its most cosine-similar B group, and merges the r A groups with the most similar partners
+  into those partners (the B root stays root; several A may join one B). A group's embedding
+  is the mean of its members' L2-normalised embeddings, i.e. size-weighted across merges.
+  Ties go to the lowest root index. Like ToMe, the bipartite split can force a merge across
+  clusters, so well separated clusters are recovered only when the split allows it. The K
+  representatives are sent most attended first; K = N sends every patch (topk order).
+  """
+  del key
+  n = importance.shape[0]
+  _check_budget(budget, n)
+  importance = jnp.asarray(importance)
+  sums = _l2_normalize(jnp.asarray(embeddings))  # f32[N, D]: row r sums the group rooted at r
+  group = jnp.arange(n)                          # i32[N]: each patch's root
+  alive = jnp.ones(n, bool)                      # bool[N]: which patches are roots
+  for r in tome_schedule(n, budget):
+    rank = jnp.cumsum(alive) - 1
+    is_a, is_b = alive & (rank % 2 == 0), alive & (rank % 2 == 1)
+    g = _l2_normalize(sums)
+    sim = jnp.where(is_b[None, :], g @ g.T, -jnp.inf)  # f32[N, N]: A rows x B columns
+    dst = jnp.argmax(sim, axis=1)
+    src = _top(jnp.where(is_a, jnp.max(sim, axis=1), -jnp.inf), r)
+    sums = sums.at[dst[src]].add(sums[src])
+    alive = alive.at[src].set(False)
+    group = jnp.arange(n).at[src].set(dst[src])[group]
+  roots = jnp.nonzero(alive, size=budget)[0]
+  member = group[None, :] == roots[:, None]      # bool[K, N]
+  reps = jnp.argmax(jnp.where(member, importance[None, :], -jnp.inf), axis=1)
+  return _fixed(reps[_top(importance[reps], budget)], budget)
+
+
 RULES = {
     "random": random,
     "grid": grid,
@@ -156,6 +300,9 @@ RULES = {
     "sum_threshold": sum_threshold,
     "diversity": diversity,
     "sage": sage,
+    "swap": swap,
+    "bat": bat,
+    "tome": tome,
 }
 
 

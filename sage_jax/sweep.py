@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from sage_jax import checkpoints, data, importance, metrics, offload, report, selection, vit
+from sage_jax import channel, checkpoints, data, importance, metrics, offload, report
+from sage_jax import selection, vit
 from sage_jax import workdir as workdir_lib
 
 
@@ -45,7 +46,7 @@ def _require(ok: bool, name: str, value, allowed: str):
 def validate(config) -> None:
   """Checks every config value the sweep uses, before any model or data is loaded."""
   for m in config_methods(config):
-    selection.get_rule(m)
+    method_spec(m, config)
   parse_list(config.budgets, int, "budgets")
   importance.get_score(config.importance)
   gate = config.gate
@@ -65,12 +66,30 @@ def validate(config) -> None:
     _require(config[name] > 0, name, config[name], "it must be > 0")
 
 
-def rule_kwargs(name: str, config) -> dict:
-  """Config -> the keyword arguments of rule `name`."""
+# The parameter a method spec "rule@value" sets (e.g. "swap@0.5", "sage@4").
+PRIMARY_PARAM = {"sage": "pool_ratio", "swap": "swap_frac", "bat": "attentive_frac",
+                 "threshold": "delta", "sum_threshold": "delta"}
+
+
+def method_spec(spec: str, config):
+  """'rule' or 'rule@value' -> (rule name, keyword arguments from the config + value)."""
+  name, _, value = spec.partition("@")
+  selection.get_rule(name)
   r = config.rules
-  return {"sage": dict(pool_ratio=r.pool_ratio),
-          "threshold": dict(delta=r.threshold_delta),
-          "sum_threshold": dict(delta=r.sum_threshold_delta)}.get(name, {})
+  kwargs = {"sage": dict(pool_ratio=r.pool_ratio),
+            "threshold": dict(delta=r.threshold_delta),
+            "sum_threshold": dict(delta=r.sum_threshold_delta),
+            "swap": dict(swap_frac=r.swap_frac),
+            "bat": dict(attentive_frac=r.bat_attentive_frac, iters=r.bat_iters)}.get(name, {})
+  if value:
+    if name not in PRIMARY_PARAM:
+      raise ValueError(f"method {spec!r}: rule {name!r} takes no @value; rules that do: "
+                       f"{', '.join(f'{k}@{v}' for k, v in PRIMARY_PARAM.items())}")
+    try:
+      kwargs[PRIMARY_PARAM[name]] = float(value)
+    except ValueError:
+      raise ValueError(f"method {spec!r}: {value!r} is not a number") from None
+  return name, kwargs
 
 
 def load_model(model_cfg, ds_cfg):
@@ -89,13 +108,26 @@ def make_edge_step(model, score_name, measure_name):
   def edge_step(params, images):
     logits, out = model.apply({"params": params}, images)
     finite = jnp.isfinite(images).all((1, 2, 3)) & jnp.isfinite(logits).all(-1)
+    imp = score_fn(out["attns"])
+    # Entropy of the importance distribution (bits): low = attention on few patches.
+    attn_entropy = -(imp * jnp.log2(jnp.maximum(imp, 1e-30))).sum(-1)
     return dict(pred=logits.argmax(-1).astype(jnp.int32), score=measure(logits),
-                importance=score_fn(out["attns"]), tokens=out["tokens"], finite=finite)
+                importance=imp, tokens=out["tokens"], finite=finite, attn_entropy=attn_entropy)
   return edge_step
+
+
+def coverage_cells(num_patches: int, coarse: int) -> np.ndarray:
+  """i32[N]: the cell of a coarse x coarse grid that each patch of the square patch grid lies in."""
+  g = math.isqrt(num_patches)
+  r, c = np.divmod(np.arange(num_patches), g)
+  return (r * coarse // g * coarse + c * coarse // g).astype(np.int32)
 
 
 def make_server_steps(model, methods, config):
   """-> (ceiling_step, budget_step): jitted; budget_step compiles once per budget."""
+  specs = [method_spec(m, config) for m in methods]
+  cells = jnp.asarray(coverage_cells(model.num_patches, config.coverage_grid))
+  n_cells = config.coverage_grid ** 2
 
   @jax.jit
   def ceiling_step(params, images):
@@ -103,17 +135,19 @@ def make_server_steps(model, methods, config):
     return dict(pred=logits.argmax(-1).astype(jnp.int32), finite=jnp.isfinite(logits).all(-1))
 
   def budget_step(params, batch, budget):
-    sels = [selection.select_batch(m, batch["importance"], batch["tokens"], batch["index"],
-                                   budget, config.seed, **rule_kwargs(m, config))
-            for m in methods]
-    r, b = len(methods), batch["image"].shape[0]
+    sels = [selection.select_batch(name, batch["importance"], batch["tokens"], batch["index"],
+                                   budget, config.seed, **kw) for name, kw in specs]
+    r, b = len(specs), batch["image"].shape[0]
     cat = lambda xs: jnp.concatenate(xs, axis=0)
+    keep_idx, keep_mask = cat([s.keep_idx for s in sels]), cat([s.keep_mask for s in sels])
     images = jnp.broadcast_to(batch["image"][None], (r,) + batch["image"].shape)
     logits, _ = model.apply({"params": params}, images.reshape((r * b,) + images.shape[2:]),
-                            cat([s.keep_idx for s in sels]), cat([s.keep_mask for s in sels]))
+                            keep_idx, keep_mask)
+    hit = (jax.nn.one_hot(cells[keep_idx], n_cells) * keep_mask[..., None]).max(1)
     return dict(server_pred=logits.argmax(-1).astype(jnp.int32).reshape(r, b),
-                units=jnp.stack([s.keep_mask.sum(-1) for s in sels]).astype(jnp.int32),
+                units=keep_mask.sum(-1).astype(jnp.int32).reshape(r, b),
                 demand=jnp.stack([s.demand for s in sels]).astype(jnp.int32),
+                coverage=(hit.sum(-1) / n_cells).reshape(r, b),
                 finite=jnp.isfinite(logits).all(-1).reshape(r, b))
 
   return ceiling_step, jax.jit(budget_step, static_argnums=2)
@@ -158,7 +192,8 @@ def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, o
   """Per-image records for images [start, stop) of the split."""
   edge_step, ceiling_step, budget_step = steps
   edge_params, server_params = params
-  per_image = {k: [] for k in ("index", "label", "edge_pred", "score", "offloaded")}
+  per_image = {k: [] for k in ("index", "label", "edge_pred", "score", "offloaded",
+                                "attn_entropy")}
   pending = []
   for batch in data.eval_batches(config.dataset, config.batch_size, start, stop):
     out = jax.device_get(edge_step(edge_params, batch["image"]))
@@ -166,14 +201,16 @@ def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, o
     _raise_if_not_finite(out["finite"][v], batch["index"][v], "the input or the edge output")
     off = v & (out["score"] > thr)
     for k, val in (("index", batch["index"]), ("label", batch["label"]),
-                   ("edge_pred", out["pred"]), ("score", out["score"]), ("offloaded", off)):
+                   ("edge_pred", out["pred"]), ("score", out["score"]), ("offloaded", off),
+                   ("attn_entropy", out["attn_entropy"])):
       per_image[k].append(val[v])
     pending.append(dict(image=batch["image"][off], index=batch["index"][off],
                         importance=out["importance"][off], tokens=out["tokens"][off]))
     on_batch(int(v.sum()))
   records = {k: np.concatenate(v) for k, v in per_image.items()}
 
-  per_off = {k: [] for k in ("off_index", "ceiling_pred", "server_pred", "units", "demand")}
+  per_off = {k: [] for k in ("off_index", "ceiling_pred", "server_pred", "units", "demand",
+                             "coverage")}
   if records["offloaded"].any():
     for sb, valid in _rebatch(pending, config.server_batch_size):
       ceiling = jax.device_get(ceiling_step(server_params, sb["image"]))
@@ -184,12 +221,12 @@ def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, o
         _raise_if_not_finite(o["finite"][:, valid].all(0), idx, f"the server output (budget {k})")
       per_off["off_index"].append(idx)
       per_off["ceiling_pred"].append(ceiling["pred"][valid])
-      for key in ("server_pred", "units", "demand"):  # [R, S] per budget -> [S, R, nB]
+      for key in ("server_pred", "units", "demand", "coverage"):  # [R, S] per budget -> [S, R, nB]
         per_off[key].append(np.stack([o[key] for o in outs], -1).transpose(1, 0, 2)[valid])
   empty = dict(off_index=(0,), ceiling_pred=(0,))
   for k, v in per_off.items():
-    records[k] = (np.concatenate(v) if v else
-                  np.zeros(empty.get(k, (0, len(methods), len(budgets))), np.int32))
+    records[k] = (np.concatenate(v) if v else np.zeros(
+        empty.get(k, (0, len(methods), len(budgets))), np.float32 if k == "coverage" else np.int32))
   return records
 
 
@@ -197,8 +234,8 @@ def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None
   """Runs the sweep; returns per-image records (numpy arrays, dataset order).
 
   edge/server: (model, params). Records: index, label, edge_pred, score,
-  offloaded for every image; off_index, ceiling_pred, server_pred[m, R, nB],
-  units[m, R, nB], demand[m, R, nB] for the m offloaded images; threshold.
+  offloaded, attn_entropy for every image; off_index, ceiling_pred, and
+  server_pred / units / demand / coverage [m, R, nB] for the m offloaded images; threshold.
   Images go in chunks of config.chunk_size; with a workdir each finished chunk
   is saved and skipped when the run is started again.
   """
@@ -233,20 +270,24 @@ def prepare(config):
   """Validates the config against the models -> (methods, budgets, edge, server, bits_per_unit)."""
   validate(config)
   methods = config_methods(config)
-  budgets = parse_list(config.budgets, int, "budgets")
   ds = config.dataset
   edge = load_model(config.edge, ds)[:2]
   server = load_model(config.server, ds)[:2]
   n = edge[0].num_patches
   if server[0].num_patches != n:
     raise ValueError(f"edge has {n} patches per image, server {server[0].num_patches}")
+  bits = config.bits_per_unit
+  if bits < 0:  # raw 8-bit pixels of one patch + its index
+    bits = channel.bits_per_unit(edge[0].patch_size, ds.channels, 8, n)
+  if config.budget_bits:
+    budgets = [channel.units_for_bits(b, bits)
+               for b in parse_list(config.budget_bits, float, "budget_bits")]
+    parse_list(budgets, int, f"budgets from budget_bits {config.budget_bits!r} ({bits} bits/unit)")
+  else:
+    budgets = parse_list(config.budgets, int, "budgets")
   for b in budgets:
     if not 1 <= b <= n:
       raise ValueError(f"budget {b} is out of range; allowed: 1..{n} (patches per image)")
-  bits = config.bits_per_unit
-  if bits < 0:  # raw 8-bit pixels of one patch + its index
-    p = edge[0].patch_size
-    bits = 8 * p * p * ds.channels + math.ceil(math.log2(n))
   return methods, budgets, edge, server, bits
 
 
@@ -256,8 +297,31 @@ def evaluate_config(config, progress=False) -> dict:
   return evaluate(config, edge, server, methods, budgets, progress)
 
 
+def example_selections(config, edge, methods, records, budget, n_examples):
+  """What each rule sends for the first offloaded images -> figures.selection_map inputs."""
+  want = records["off_index"][:n_examples]
+  if not len(want):
+    return None
+  model, params = edge
+  step = make_edge_step(model, config.importance, config.gate.measure)
+  got = {}
+  for batch in data.eval_batches(config.dataset, config.batch_size, 0, int(want.max()) + 1):
+    for row in np.flatnonzero(np.isin(batch["index"], want) & batch["valid"]):
+      got[int(batch["index"][row])] = batch["image"][row]
+  images = np.stack([got[int(i)] for i in want])
+  out = step(params, images)
+  sels = [selection.select_batch(name, out["importance"], out["tokens"], jnp.asarray(want),
+                                 budget, config.seed, **kw)
+          for name, kw in (method_spec(m, config) for m in methods)]
+  ds = config.dataset
+  display = np.clip(images * np.asarray(ds.std) + np.asarray(ds.mean), 0.0, 1.0)
+  keep_idx = np.stack([np.asarray(s.keep_idx) for s in sels], 1)   # [R, M, K]
+  keep_mask = np.stack([np.asarray(s.keep_mask) for s in sels], 1)
+  return display, keep_idx, keep_mask, list(methods), model.patch_size
+
+
 def run(config, workdir: str, new_subdir: bool = False, progress: bool = True) -> list:
-  """Main job: sweep every (rule, budget) and write results.{csv,json} + curves.png.
+  """Main job: sweep every (rule, budget); write results, plots and report.md.
 
   Resumes from the workdir's finished chunks when started again with the same config.
   """
@@ -265,9 +329,15 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True) -
   methods, budgets, edge, server, bits = prepare(config)
   workdir = workdir_lib.open_workdir(workdir, config, new_subdir)
   records = evaluate(config, edge, server, methods, budgets, progress, workdir)
-  rows = metrics.summarize(records, methods, budgets, edge[0].num_patches, bits)
-  report.write_all(rows, workdir, records)
+  n = edge[0].num_patches
+  rows = metrics.summarize(records, methods, budgets, n, bits, config.report.n_boot)
+  map_budget = min(max(1, config.report.map_budget), n)
+  examples = example_selections(config, edge, methods, records, map_budget,
+                                config.report.map_examples)
+  report.write_all(rows, workdir, records, num_patches=n, bits_per_unit=bits,
+                   report_cfg=config.report, examples=examples)
   logging.info("sweep finished in %.1f s", time.time() - t0)
   print(report.format_table(rows))
-  print(f"wrote {workdir}/results.csv, results.json, curves.png ({time.time() - t0:.1f} s)")
+  print(f"wrote results.csv, results.json, per_image.npz, report.md and plots to {workdir} "
+        f"({time.time() - t0:.1f} s)")
   return rows

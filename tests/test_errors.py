@@ -6,7 +6,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = ["--config=configs/fmnist_sweep.py", "--config.num_images=50", "--config.budgets=4"]
+BASE = ["--config=configs/fmnist_sweep.py", "--config.num_images=50", "--config.budgets=4",
+        "--config.methods=topk"]
 
 
 def _main(args, workdir):

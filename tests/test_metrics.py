@@ -5,35 +5,47 @@ from sage_jax import metrics
 
 
 def _records():
-  # 5 images; 2 offloaded (indices 1, 3). One rule, two budgets.
+  # 5 images; 2 offloaded (indices 1, 3). Rules "r" and "topk", two budgets.
+  sp = np.array([[[1, 1], [1, 0]], [[0, 3], [3, 3]]])  # [m=2, R=2, nB=2]
   return dict(
       index=np.arange(5), label=np.array([0, 1, 2, 3, 4]),
       edge_pred=np.array([0, 0, 2, 0, 1]), score=np.zeros(5),
       offloaded=np.array([False, True, False, True, False]),
+      attn_entropy=np.array([0.0, 2.0, 0.0, 1.0, 0.0]),
       off_index=np.array([1, 3]), ceiling_pred=np.array([1, 3]),
-      server_pred=np.array([[[1, 1]], [[0, 3]]]),    # [m=2, R=1, nB=2]
-      units=np.array([[[2, 4]], [[1, 4]]]),
-      demand=np.array([[[5, 4]], [[1, 4]]]))
+      server_pred=sp,
+      units=np.array([[[2, 4], [2, 4]], [[1, 4], [2, 4]]]),
+      demand=np.array([[[5, 4], [2, 4]], [[1, 4], [2, 4]]]),
+      coverage=np.array([[[0.25, 0.5], [0.25, 0.5]], [[0.5, 1.0], [0.5, 1.0]]], np.float32))
 
 
 def test_summarize_known_answers():
-  rows = metrics.summarize(_records(), ["r"], [2, 4], num_patches=4, bits_per_unit=10)
-  a, b = rows
-  assert set(a) == set(metrics.COLUMNS)
+  rows = metrics.summarize(_records(), ["r", "topk"], [2, 4], num_patches=4, bits_per_unit=10,
+                           n_boot=200)
+  a, b, t2, t4 = rows
+  assert all(tuple(r) == metrics.COLUMNS for r in rows)
   assert (a["n_images"], a["n_offloaded"], a["offload_rate"]) == (5, 2, 0.4)
   assert a["edge_acc"] == pytest.approx(2 / 5)        # images 0 and 2
-  assert a["ceiling_acc"] == 1.0
+  assert a["ceiling_acc"] == 1.0 and (a["ceiling_acc_lo"], a["ceiling_acc_hi"]) == (1.0, 1.0)
   assert a["offloaded_acc"] == 0.5 and b["offloaded_acc"] == 1.0
+  assert a["offloaded_acc_lo"] == 0.0 and a["offloaded_acc_hi"] == 1.0
   assert a["pct_of_ceiling"] == pytest.approx(50.0)
   # edge right on non-offloaded images 0, 2 (+ server right on 1 or on 1 and 3)
   assert a["overall_acc"] == pytest.approx(3 / 5) and b["overall_acc"] == pytest.approx(4 / 5)
   assert a["mean_units"] == 1.5 and a["bits_per_request"] == 15.0
   assert a["comm_cost"] == pytest.approx(1.5 / 4 * 0.4)
   assert a["cap_bind_rate"] == 0.5 and b["cap_bind_rate"] == 0.0
+  assert a["coverage"] == pytest.approx(0.375) and b["coverage"] == pytest.approx(0.75)
+  # Entropy split: image 3 (entropy 1) is the low half, image 1 (entropy 2) the high half.
+  assert a["acc_low_attn_entropy"] == 0.0 and a["acc_high_attn_entropy"] == 1.0
+  # vs topk at budget 2: r right on image 1 only, topk on 1 and 3 -> diff -0.5.
+  assert a["diff_vs_topk"] == -0.5 and t2["diff_vs_topk"] == 0.0 and t2["p_vs_topk"] == 1.0
+  # budget 4: r right on both, topk on image 3 only.
+  assert b["diff_vs_topk"] == 0.5 and b["p_vs_topk"] == pytest.approx(1.0)
 
 
 def test_summarize_rejects_misaligned_records():
   r = _records()
   r["off_index"] = np.array([3, 1])
   with pytest.raises(AssertionError, match="out of order"):
-    metrics.summarize(r, ["r"], [2, 4], 4, 10)
+    metrics.summarize(r, ["r", "topk"], [2, 4], 4, 10)

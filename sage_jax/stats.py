@@ -1,0 +1,91 @@
+"""Uncertainty of accuracies: bootstrap intervals and paired tests over images (numpy only).
+
+Accuracies here are means of per-image correctness flags, `correct: bool[m]`. Two rules
+evaluated on the same offloaded images are compared per image (paired), which is far
+more sensitive than comparing two independent intervals.
+"""
+import math
+
+import numpy as np
+
+# Bootstrap resamples are drawn in chunks of at most this many indices (memory bound).
+_CHUNK = 1 << 22
+
+
+def _boot_means(x, n_boot, rng):
+  """f64[n_boot, c] means of n_boot resamples (with replacement) of the rows of x: f64[m, c]."""
+  m = x.shape[0]
+  rows = max(1, _CHUNK // m)
+  out = [x[rng.integers(0, m, size=(min(rows, n_boot - lo), m))].mean(axis=1)
+         for lo in range(0, n_boot, rows)]
+  return np.concatenate(out)
+
+
+def _check(n_boot, alpha):
+  if n_boot < 1:
+    raise ValueError(f"n_boot {n_boot} is not allowed; it must be >= 1")
+  if not 0 < alpha < 1:
+    raise ValueError(f"alpha {alpha} is not allowed; it must be in (0, 1)")
+
+
+def bootstrap_ci(correct, n_boot=2000, seed=0, alpha=0.05):
+  """Percentile bootstrap (1-alpha) interval of mean(correct) -> (lo, hi); m = 0 -> (nan, nan).
+
+  correct: bool[m] (or numbers). Resamples the m images with replacement, n_boot times,
+  with np.random.Generator(seed): the same inputs and seed give the same interval.
+  """
+  _check(n_boot, alpha)
+  x = np.asarray(correct, np.float64).reshape(-1, 1)
+  if x.shape[0] == 0:
+    return float("nan"), float("nan")
+  means = _boot_means(x, n_boot, np.random.default_rng(seed))[:, 0]
+  lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+  return float(lo), float(hi)
+
+
+def paired_bootstrap(a, b, n_boot=2000, seed=0, alpha=0.05) -> dict:
+  """mean(a) - mean(b) over the same m images, with a paired bootstrap interval and p-value.
+
+  a, b: bool[m], image i's correctness under two rules. Each resample draws images (both
+  flags of an image together). p_value is two-sided for "no difference": the share of
+  resampled differences at least |diff| away from diff (the bootstrap distribution shifted
+  to the null), counted as (1 + hits) / (1 + n_boot) so it is never 0. m = 0 -> all nan.
+  """
+  _check(n_boot, alpha)
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape or a.ndim != 1:
+    raise ValueError(f"a and b must be 1-d of the same length; got shapes {a.shape} and {b.shape}")
+  if a.shape[0] == 0:
+    return dict(diff=float("nan"), lo=float("nan"), hi=float("nan"), p_value=float("nan"))
+  d = a - b
+  diff = float(d.mean())
+  boot = _boot_means(d.reshape(-1, 1), n_boot, np.random.default_rng(seed))[:, 0]
+  lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+  # A small tolerance so that floating-point noise in the means does not decide a hit.
+  hits = np.sum(np.abs(boot - diff) >= abs(diff) - 1e-12)
+  return dict(diff=diff, lo=float(lo), hi=float(hi), p_value=float((1 + hits) / (1 + n_boot)))
+
+
+def _log_binom_half_cdf(k: int, n: int) -> float:
+  """log P(X <= k) for X ~ Binomial(n, 1/2), summed in log space (no overflow for large n)."""
+  i = np.arange(1, k + 1)
+  # log C(n, j) for j = 0..k from C(n, j) = C(n, j-1) * (n-j+1) / j
+  log_comb = np.concatenate([[0.0], np.cumsum(np.log(n - i + 1) - np.log(i))])
+  top = log_comb.max()
+  return float(top + np.log(np.exp(log_comb - top).sum()) - n * math.log(2))
+
+
+def mcnemar(a, b) -> dict:
+  """Exact two-sided McNemar test of two rules on the same images.
+
+  a, b: bool[m]. n01 = images a gets wrong and b right, n10 = a right and b wrong. Under
+  "no difference" each of the n = n01 + n10 discordant images goes either way with
+  probability 1/2: p = min(1, 2 * P(Binomial(n, 1/2) <= min(n01, n10))); n = 0 -> p = 1.
+  """
+  a, b = np.asarray(a, bool), np.asarray(b, bool)
+  if a.shape != b.shape or a.ndim != 1:
+    raise ValueError(f"a and b must be 1-d of the same length; got shapes {a.shape} and {b.shape}")
+  n01, n10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
+  n = n01 + n10
+  p = 1.0 if n == 0 else min(1.0, 2.0 * math.exp(_log_binom_half_cdf(min(n01, n10), n)))
+  return dict(n01=n01, n10=n10, p_value=p)
