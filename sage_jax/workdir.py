@@ -79,7 +79,7 @@ def load_chunk(workdir, start, stop):
   try:
     with np.load(path) as z:
       return {k: z[k] for k in z.files}
-  except (OSError, ValueError, EOFError):
+  except Exception:  # truncated/corrupt zips raise zipfile, zlib or numpy errors
     return None
 
 

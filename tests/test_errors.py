@@ -42,15 +42,18 @@ CASES = {
     "empty_split": (["--config.dataset.split=test[:0]"], "split 'test[:0]' of dataset 'fashion_mnist' is empty"),
     "nan_inputs": (["--config.dataset.std=(0.0,)"],
                    "NaN/Inf in the input or the edge output for image index 0"),
+}
+# Cases whose flags replace BASE.
+ALONE = {
     "conflicting_flags": (["--config=configs/fmnist_train.py:edge", "--new_subdir"],
                           "conflicting flags: --new_subdir applies to sweeps"),
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(ALONE))
 def test_bad_input_gives_one_line_and_exit_2(case, tmp_path):
-  args, expected = CASES[case]
-  code, last = _main(BASE + args, tmp_path / "w")
+  args, expected = CASES[case] if case in CASES else ALONE[case]
+  code, last = _main((BASE if case in CASES else []) + args, tmp_path / "w")
   assert code == 2, last
   assert last.startswith("error: ") and expected in last, last
 

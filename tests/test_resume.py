@@ -82,7 +82,8 @@ def test_other_config_is_refused_or_goes_to_subdir(reference):
   assert _read(workdir) == first  # nothing lost or mixed
   proc = _start(workdir, "--config.seed=1", "--new_subdir")
   assert proc.wait(timeout=600) == 0, proc.stderr.read()
-  subdirs = [d for d in os.listdir(workdir) if len(d) == 12]
+  subdirs = [d for d in os.listdir(workdir) if os.path.isdir(os.path.join(workdir, d))
+             and d != "progress"]
   assert len(subdirs) == 1 and os.path.exists(os.path.join(workdir, subdirs[0], "results.csv"))
 
 
