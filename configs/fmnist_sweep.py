@@ -60,6 +60,7 @@ def get_config(arg=None):
   c.report = ml_collections.ConfigDict(dict(
       n_boot=1000,        # bootstrap resamples for the 95% intervals and the paired test
       channel="nb_iot",   # uplink for the latency plot (see sage_jax/channel.py CHANNELS)
+      rates="",           # "name=bits_per_s,...": own channel table instead of CHANNELS
       map_budget=8,       # budget shown in the selection map
       map_examples=6,     # offloaded images (rows) in the selection map
       moderate=(12, 24),  # budgets counted as "moderate" in the paper-claims check

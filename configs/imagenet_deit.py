@@ -41,5 +41,4 @@ def get_config(arg=None):
   c.report.moderate = (48, 96)
   c.batch_size = 256                 # edge batch (DeiT-Ti); sized for one GPU/TPU chip
   c.server_batch_size = 64           # offloaded images per server step (x rules per B/16 call)
-  c.chunk_size = 5000
   return c

@@ -143,6 +143,20 @@ def report_md(rows, claims, channel_rows, map_budget, channel_name) -> str:
       "## All results", "", markdown_table(rows, cols), ""])
 
 
+def channel_rates(spec: str) -> dict:
+  """'name=bits_per_s,...' -> {name: rate}; '' -> channel.CHANNELS."""
+  if not spec:
+    return dict(channel.CHANNELS)
+  rates = {}
+  for item in spec.split(","):
+    name, _, value = item.partition("=")
+    try:
+      rates[name.strip()] = float(value)
+    except ValueError:
+      raise ValueError(f"report.rates item {item!r} is not name=bits_per_second") from None
+  return rates
+
+
 def write_all(rows, workdir, records=None, *, num_patches=None, bits_per_unit=None,
               report_cfg=None, examples=None):
   """results.csv/.json (+ per_image.npz); with report_cfg also the plots and report.md.
@@ -158,15 +172,16 @@ def write_all(rows, workdir, records=None, *, num_patches=None, bits_per_unit=No
   figures.accuracy_plot(rows, os.path.join(workdir, "curves.png"))
   if report_cfg is None:
     return
+  rates = channel_rates(report_cfg.rates)  # checked in sweep.validate
   figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_bits.png"), x="bits_per_request")
   figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_latency.png"), x="latency_ms",
-                        rate=report_cfg.channel)
+                        rate=rates[report_cfg.channel])
   if examples is not None:
     images, keep_idx, keep_mask, names, patch = examples
     figures.selection_map(images, keep_idx, keep_mask, names, patch,
                           os.path.join(workdir, "selection_map.png"))
   budgets = sorted({r["budget"] for r in rows})
   claims = paper_claims(rows, num_patches, tuple(report_cfg.moderate))
-  md = report_md(rows, claims, channel.channel_table(budgets, bits_per_unit),
+  md = report_md(rows, claims, channel.channel_table(budgets, bits_per_unit, rates),
                  report_cfg.map_budget, report_cfg.channel)
   atomic_write(os.path.join(workdir, "report.md"), md.encode())

@@ -64,6 +64,9 @@ def validate(config) -> None:
            "give a positive count or -1 (all)")
   for name in ("batch_size", "server_batch_size", "chunk_size"):
     _require(config[name] > 0, name, config[name], "it must be > 0")
+  rates = report.channel_rates(config.report.rates)
+  _require(config.report.channel in rates, "report.channel", config.report.channel,
+           f"allowed: {', '.join(rates)}")
 
 
 # The parameter a method spec "rule@value" sets (e.g. "swap@0.5", "sage@4").
@@ -123,6 +126,13 @@ def coverage_cells(num_patches: int, coarse: int) -> np.ndarray:
   return (r * coarse // g * coarse + c * coarse // g).astype(np.int32)
 
 
+def coverage(keep_idx, keep_mask, cells, n_cells: int):
+  """Share of coarse cells holding a sent patch. keep_idx i32[..., K], keep_mask bool[..., K],
+  cells i32[N] (coverage_cells) -> f32[...]."""
+  hit = (jax.nn.one_hot(cells[keep_idx], n_cells) * keep_mask[..., None]).max(-2)
+  return hit.sum(-1) / n_cells
+
+
 def make_server_steps(model, methods, config):
   """-> (ceiling_step, budget_step): jitted; budget_step compiles once per budget."""
   specs = [method_spec(m, config) for m in methods]
@@ -143,11 +153,10 @@ def make_server_steps(model, methods, config):
     images = jnp.broadcast_to(batch["image"][None], (r,) + batch["image"].shape)
     logits, _ = model.apply({"params": params}, images.reshape((r * b,) + images.shape[2:]),
                             keep_idx, keep_mask)
-    hit = (jax.nn.one_hot(cells[keep_idx], n_cells) * keep_mask[..., None]).max(1)
     return dict(server_pred=logits.argmax(-1).astype(jnp.int32).reshape(r, b),
                 units=keep_mask.sum(-1).astype(jnp.int32).reshape(r, b),
                 demand=jnp.stack([s.demand for s in sels]).astype(jnp.int32),
-                coverage=(hit.sum(-1) / n_cells).reshape(r, b),
+                coverage=coverage(keep_idx, keep_mask, cells, n_cells).reshape(r, b),
                 finite=jnp.isfinite(logits).all(-1).reshape(r, b))
 
   return ceiling_step, jax.jit(budget_step, static_argnums=2)
@@ -169,6 +178,21 @@ def _rebatch(parts, size):
     yield batch, np.arange(size) < take
 
 
+def data_parallel(config):
+  """Data parallelism over the local devices: a 1-d mesh ("batch"), batches split along it,
+  params replicated; batch sizes rounded up to a multiple of the device count (results do
+  not depend on batch sizes). -> (config with those sizes, put_batch, put_params)."""
+  devices = jax.local_devices()
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+  config = config.copy_and_resolve_references()
+  for name in ("batch_size", "server_batch_size"):
+    config[name] = -(-config[name] // len(devices)) * len(devices)
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return (config, lambda tree: jax.device_put(tree, split),
+          lambda tree: jax.device_put(tree, replicated))
+
+
 def _raise_if_not_finite(finite, index, where):
   if not finite.all():
     bad = index[~finite]
@@ -176,19 +200,19 @@ def _raise_if_not_finite(finite, index, where):
                      f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}")
 
 
-def gate_threshold(config, edge_step, edge_params, n_images) -> float:
+def gate_threshold(config, edge_step, edge_params, n_images, put=lambda x: x) -> float:
   gate = config.gate
   if gate.measure != "fraction":
     return offload.threshold_for(gate)
   # Offloading a fixed share needs every image's score first: one extra edge pass.
   scores = []
   for batch in data.eval_batches(config.dataset, config.batch_size, 0, n_images):
-    s = np.asarray(edge_step(edge_params, batch["image"])["score"])
+    s = np.asarray(edge_step(edge_params, put(batch["image"]))["score"])
     scores.append(s[batch["valid"]])
   return offload.calibrate_fraction(np.concatenate(scores), gate.fraction)
 
 
-def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, on_batch):
+def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, on_batch, put):
   """Per-image records for images [start, stop) of the split."""
   edge_step, ceiling_step, budget_step = steps
   edge_params, server_params = params
@@ -196,7 +220,7 @@ def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, o
                                 "attn_entropy")}
   pending = []
   for batch in data.eval_batches(config.dataset, config.batch_size, start, stop):
-    out = jax.device_get(edge_step(edge_params, batch["image"]))
+    out = jax.device_get(edge_step(edge_params, put(batch["image"])))
     v = batch["valid"]
     _raise_if_not_finite(out["finite"][v], batch["index"][v], "the input or the edge output")
     off = v & (out["score"] > thr)
@@ -213,8 +237,9 @@ def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, o
                              "coverage")}
   if records["offloaded"].any():
     for sb, valid in _rebatch(pending, config.server_batch_size):
-      ceiling = jax.device_get(ceiling_step(server_params, sb["image"]))
-      outs = jax.device_get([budget_step(server_params, sb, k) for k in budgets])
+      on_device = put(sb)
+      ceiling = jax.device_get(ceiling_step(server_params, on_device["image"]))
+      outs = jax.device_get([budget_step(server_params, on_device, k) for k in budgets])
       idx = sb["index"][valid]
       _raise_if_not_finite(ceiling["finite"][valid], idx, "the server output (all patches)")
       for k, o in zip(budgets, outs):
@@ -237,13 +262,16 @@ def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None
   offloaded, attn_entropy for every image; off_index, ceiling_pred, and
   server_pred / units / demand / coverage [m, R, nB] for the m offloaded images; threshold.
   Images go in chunks of config.chunk_size; with a workdir each finished chunk
-  is saved and skipped when the run is started again.
+  is saved and skipped when the run is started again. Batches are split over all
+  local devices (`data_parallel`).
   """
+  config, put, put_params = data_parallel(config)
   (edge_model, edge_params), (server_model, server_params) = edge, server
+  edge_params, server_params = put_params(edge_params), put_params(server_params)
   n_images = data.num_examples(config.dataset, config.num_images)
   edge_step = make_edge_step(edge_model, config.importance, config.gate.measure)
   steps = (edge_step,) + make_server_steps(server_model, methods, config)
-  thr = gate_threshold(config, edge_step, edge_params, n_images)
+  thr = gate_threshold(config, edge_step, edge_params, n_images, put)
   parts = []
   with tqdm(total=n_images, disable=not progress, desc="sweep", unit="img") as bar:
     for start in range(0, n_images, config.chunk_size):
@@ -251,7 +279,7 @@ def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None
       recs = workdir_lib.load_chunk(workdir, start, stop) if workdir else None
       if recs is None:
         recs = _evaluate_range(start, stop, steps, (edge_params, server_params), thr, config,
-                               methods, budgets, bar.update)
+                               methods, budgets, bar.update, put)
         if workdir:
           workdir_lib.save_chunk(workdir, start, stop, recs)
       else:

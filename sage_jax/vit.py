@@ -9,7 +9,7 @@ One module serves both roles:
             runs the encoder. Masked slots are excluded as attention keys, so
             padding never changes the CLS output.
 Parameter names follow timm (`patch_embed`, `cls_token`, `pos_embed`,
-`blocks_i/{norm1,attn/qkv,attn/proj,norm2,mlp/fc1,mlp/fc2}`, `norm`, `head`) so
+`blocks_i/{norm1,attn/qkv,attn/proj,norm2,fc1,fc2}`, `norm`, `head`) so
 converting a checkpoint is a rename table.
 """
 import functools

@@ -39,6 +39,8 @@ CASES = {
     "dataset_missing": (["--config.dataset.name=imagenet2012", "--config.dataset.data_dir=/nonexistent"],
                         "'imagenet2012' is not prepared under data_dir='/nonexistent'"),
     "repeated_budget": (["--config.budgets=4,4"], "budgets '4,4' repeats [4]"),
+    "unknown_channel": (["--config.report.channel=carrier_pigeon"],
+                        "report.channel 'carrier_pigeon' is not allowed; allowed: lora_sf7"),
     "empty_split": (["--config.dataset.split=test[:0]"], "split 'test[:0]' of dataset 'fashion_mnist' is empty"),
     "nan_inputs": (["--config.dataset.std=(0.0,)"],
                    "NaN/Inf in the input or the edge output for image index 0"),

@@ -13,7 +13,7 @@ from sage_jax import workdir as workdir_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=500",
         "--config.methods=random,topk,sage,bat",
-        "--config.chunk_size=100", "--config.budgets=4,16", "--config.batch_size=50"]
+        "--config.chunk_size=50", "--config.budgets=4,16", "--config.batch_size=50"]
 FILES = ("results.csv", "results.json", "per_image.npz", "report.md", "curves.png",
          "selection_map.png")
 
@@ -52,11 +52,12 @@ def reference(tmp_path_factory):
 
 def test_killed_runs_resume_byte_identical(reference, tmp_path):
   workdir = str(tmp_path / "w")
-  for n_chunks, sig in ((1, signal.SIGKILL), (3, signal.SIGKILL), (4, signal.SIGINT)):
+  # 10 chunks of 50 images; each kill leaves several chunks to go, so it lands mid-sweep.
+  for n_chunks, sig in ((1, signal.SIGKILL), (3, signal.SIGKILL), (5, signal.SIGINT)):
     _kill_after(workdir, n_chunks, sig)
     assert not os.path.exists(os.path.join(workdir, "results.csv"))
   done = len(_chunks(workdir))
-  assert 3 <= done < 5, done  # the kills really interrupted the sweep
+  assert 5 <= done < 10, done  # the kills really interrupted the sweep
   # A half-written chunk (as if killed mid-write without the atomic rename) is redone.
   with open(os.path.join(workdir, "progress", _chunks(workdir)[-1]), "r+b") as f:
     f.truncate(100)

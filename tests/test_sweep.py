@@ -3,6 +3,7 @@ import csv
 import json
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -117,3 +118,12 @@ def test_coverage_cells():
   assert cells[0] == cells[1] == cells[14] == cells[15] == 0 and cells[2] == 1
   assert np.bincount(cells).tolist() == [4] * 49
   assert sorted(set(sweep.coverage_cells(49, 4).tolist())) == list(range(16))
+
+
+def test_coverage_on_constructed_selections():
+  cells = jnp.asarray(sweep.coverage_cells(196, 7))
+  keep = jnp.asarray([[0, 1, 14, 15],      # one 2x2 cell
+                      [0, 2, 4, 6],        # four cells in the top row
+                      [0, 2, 195, 194]])   # three cells; the last slot is masked out below
+  mask = jnp.asarray([[True] * 4, [True] * 4, [True, True, True, False]])
+  np.testing.assert_allclose(sweep.coverage(keep, mask, cells, 49), [1 / 49, 4 / 49, 3 / 49])
