@@ -107,24 +107,33 @@ def _l2_normalize(x):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _greedy_maxmin(x, min_dist, count):
+  """`count` more greedy max-min cosine picks on unit rows x: f32[P, D]; i32[count] positions.
+
+  min_dist: f32[P], each position's cosine distance to the set chosen so far, -inf where a
+  position may not be picked. Ties go to the lowest position.
+  """
+  def pick(i, carry):
+    chosen, min_dist = carry
+    j = jnp.argmax(min_dist)
+    return chosen.at[i].set(j), jnp.minimum(min_dist, 1.0 - x @ x[j]).at[j].set(-jnp.inf)
+
+  chosen = jnp.zeros(count, jnp.int32)
+  if count == 0:
+    return chosen
+  return jax.lax.fori_loop(0, count, pick, (chosen, min_dist))[0]
+
+
 def farthest_point(embeddings, seed_pos, budget):
   """Greedy max-min cosine distance on f32[P, D]; positions in pick order, seed first.
 
   Ties go to the lowest position, so callers pass candidates in ascending patch order.
   """
   x = _l2_normalize(embeddings)
-
-  def pick(i, carry):
-    chosen, min_dist = carry
-    j = jnp.argmax(min_dist)
-    dist = 1.0 - x @ x[j]
-    return chosen.at[i].set(j), jnp.minimum(min_dist, dist).at[j].set(-jnp.inf)
-
-  # Chosen positions carry -inf so they are never picked again.
+  # The seed carries -inf so it is never picked again.
   min_dist = (1.0 - x @ x[seed_pos]).at[seed_pos].set(-jnp.inf)
-  chosen = jnp.zeros(budget, jnp.int32).at[0].set(seed_pos)
-  chosen, _ = jax.lax.fori_loop(1, budget, pick, (chosen, min_dist))
-  return chosen
+  rest = _greedy_maxmin(x, min_dist, budget - 1)
+  return jnp.concatenate([jnp.reshape(seed_pos, (1,)).astype(jnp.int32), rest])
 
 
 def diversity(importance, embeddings, key, budget):
@@ -151,21 +160,6 @@ def sage(importance, embeddings, key, budget, pool_ratio=2.0):
 def _round_half_up(x: float) -> int:
   # Python's round() goes to even (round(2.5) == 2); a count that halves up reads plainer.
   return math.floor(x + 0.5)
-
-
-def _greedy_maxmin(x, min_dist, count):
-  """`count` more greedy max-min cosine picks on unit rows x: f32[P, D]; i32[count] positions.
-
-  min_dist: f32[P], each position's cosine distance to the set chosen so far, -inf where a
-  position may not be picked. Ties go to the lowest position.
-  """
-  def pick(i, carry):
-    chosen, min_dist = carry
-    j = jnp.argmax(min_dist)
-    return chosen.at[i].set(j), jnp.minimum(min_dist, 1.0 - x @ x[j]).at[j].set(-jnp.inf)
-
-  chosen = jnp.zeros(count, jnp.int32)
-  return jax.lax.fori_loop(0, count, pick, (chosen, min_dist))[0]
 
 
 def swap(importance, embeddings, key, budget, swap_frac=0.25):
