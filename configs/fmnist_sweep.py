@@ -52,6 +52,7 @@ def get_config(arg=None):
   c.seed = 0                  # `random` rule key = fold_in(PRNGKey(seed), image index)
   c.bits_per_unit = -1        # -1: 8-bit pixels of a patch + ceil(log2 N) index bits
 
+  c.compute_dtype = "float32"  # or "bfloat16": activations of both models (params stay float32)
   c.num_images = -1           # > 0: only the first num_images test images
   c.batch_size = 500          # edge batch
   c.server_batch_size = 256   # offloaded images per server step

@@ -82,20 +82,25 @@ def forward_flops(model: vit.ViT, kept: int, channels: int) -> float:
           + 2 * d * model.num_classes)
 
 
-def best_time(fn, repeats, warmup, min_seconds=0.25, max_calls=200):
-  """Seconds of the fastest timed call of fn() after `warmup` untimed calls.
+def best_run(fn, repeats, warmup, min_seconds=0.25, max_calls=200):
+  """-> (seconds, output) of the fastest timed call of fn() after `warmup` untimed calls.
 
   At least `repeats` calls are timed, and cheap calls are repeated until `min_seconds` have
   passed (at most `max_calls`): on shared cores a single short call is often preempted.
   """
   for _ in range(warmup):
     jax.block_until_ready(fn())
-  times = []
-  while len(times) < max(1, repeats) or (sum(times) < min_seconds and len(times) < max_calls):
+  best, total, calls = (math.inf, None), 0.0, 0
+  while calls < max(1, repeats) or (total < min_seconds and calls < max_calls):
     t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return min(times)
+    out = jax.block_until_ready(fn())
+    seconds = time.perf_counter() - t0
+    best, total, calls = min(best, (seconds, out), key=lambda x: x[0]), total + seconds, calls + 1
+  return best
+
+
+def best_time(fn, repeats, warmup, min_seconds=0.25):
+  return best_run(fn, repeats, warmup, min_seconds)[0]
 
 
 def aot(jitted, *args):
@@ -213,15 +218,20 @@ def torch_server(model: TorchViT, images, sel):
 
 
 def torch_sweep(edge, server, images, specs, budgets, n_off):
-  """The reference structure: one configuration per pass over the batch."""
-  preds = []
+  """The reference structure: one configuration per pass over the batch.
+
+  -> (server predictions per (rule, budget), seconds spent on each rule).
+  """
+  preds, seconds = [], []
   for name, kw in specs:
+    t0 = time.perf_counter()
     for k in budgets:
       out = torch_edge(edge, images)
       off = out["score"].argsort(descending=True, stable=True)[:n_off]
       sel = torch_select(name, out["importance"][off], out["tokens"][off], k, kw)
       preds.append(torch_server(server, images[off], sel))
-  return preds
+    seconds.append(time.perf_counter() - t0)
+  return preds, seconds
 
 
 # --- the sage_jax side -------------------------------------------------------------------
@@ -352,23 +362,38 @@ def selection_rows(su, shape, rules, budgets, edge_out, server_time, timed):
   return rows
 
 
-def sweep_row(su, shape, label, rules, budgets, n_off, edge_step, edge_out, timed):
-  """sage_jax's sweep structure against the reference's on one batch -> (row, compile rows)."""
-  budget_step = sweep.make_server_steps(su.server, rules, su.config)[1]
+def sweep_rows(su, shape, rules, budgets, n_off, edge_step, edge_out, timed):
+  """sage_jax's sweep structure against the reference's on one batch -> (rows, compile rows).
+
+  The threshold rules' row times sage_jax's sweep over those rules alone, against their
+  share of the reference's full sweep (it runs one rule after the other).
+  """
   example = su.put(dict(image=su.images[:n_off], index=np.arange(n_off, dtype=np.int32),
                         importance=np.asarray(edge_out["importance"])[:n_off],
                         tokens=np.asarray(edge_out["tokens"])[:n_off]))
-  steps, compiles = [], []
-  for k in budgets:
-    step, secs = aot(budget_step, su.params[1], example, k)
-    steps.append(step)
-    compiles.append(_row(shape, f"compile sweep step K={k}", "s", secs))
+
+  def compiled_steps(methods):
+    budget_step = sweep.make_server_steps(su.server, methods, su.config)[1]
+    return list(zip(*(aot(budget_step, su.params[1], example, k) for k in budgets)))
+
+  steps, seconds = compiled_steps(rules)
+  compiles = [_row(shape, f"compile sweep step K={k}", "s", secs)
+              for k, secs in zip(budgets, seconds)]
   specs = [sweep.method_spec(r, su.config) for r in rules]
   t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put))
-  t_torch = timed(lambda: torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off))
+  t_torch, (_, rule_seconds) = timed(
+      lambda: torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off), output=True)
   batch = len(su.images)
-  name = f"{label} {len(rules)}x{len(budgets)}, {n_off}/{batch} off"
-  return _row(shape, name, "img/s", batch / t_jax, batch / t_torch), compiles
+  rows = [_row(shape, f"full sweep {len(rules)}x{len(budgets)}, {n_off}/{batch} off", "img/s",
+               batch / t_jax, batch / t_torch)]
+  thresholds = [i for i, (name, _) in enumerate(specs) if name in THRESHOLD_RULES]
+  if thresholds:
+    steps = compiled_steps([rules[i] for i in thresholds])[0]
+    t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put))
+    t_torch = sum(rule_seconds[i] for i in thresholds)
+    rows.append(_row(shape, f"sweep, threshold rules {len(thresholds)}x{len(budgets)}", "img/s",
+                     batch / t_jax, batch / t_torch))
+  return rows, compiles
 
 
 def run_shape(shape, config, batch, repeats, warmup, min_seconds, budgets, rules, offload_share,
@@ -382,20 +407,15 @@ def run_shape(shape, config, batch, repeats, warmup, min_seconds, budgets, rules
   ndev = jax.local_device_count()
   n_off = -(-math.ceil(offload_share * len(su.images)) // ndev) * ndev
 
-  def timed(fn):
-    return best_time(fn, repeats, warmup, min_seconds)
+  def timed(fn, output=False):
+    seconds, out = best_run(fn, repeats, warmup, min_seconds)
+    return (seconds, out) if output else seconds
 
   rows, compiles, edge_step, edge_out, server_time = forward_rows(su, shape, budgets, timed, peak)
   rows += selection_rows(su, shape, rules, budgets, edge_out, server_time, timed)
-  row, more = sweep_row(su, shape, "full sweep", rules, budgets, n_off, edge_step, edge_out,
-                        timed)
-  rows.append(row)
-  compiles += more
-  thresholds = [r for r in rules if sweep.method_spec(r, config)[0] in THRESHOLD_RULES]
-  if thresholds:
-    rows.append(sweep_row(su, shape, "sweep, threshold rules", thresholds, budgets, n_off,
-                          edge_step, edge_out, timed)[0])
-  return rows + compiles
+  more_rows, more_compiles = sweep_rows(su, shape, rules, budgets, n_off, edge_step, edge_out,
+                                       timed)
+  return rows + more_rows + compiles + more_compiles
 
 
 def format_table(rows) -> str:

@@ -9,6 +9,7 @@ concatenated along the batch); each budget compiles once.
 
 The sweep returns per-image records; `metrics.summarize` turns them into rows.
 """
+import io
 import math
 import time
 
@@ -64,6 +65,8 @@ def validate(config) -> None:
            "give a positive count or -1 (all)")
   for name in ("batch_size", "server_batch_size", "chunk_size"):
     _require(config[name] > 0, name, config[name], "it must be > 0")
+  _require(config.compute_dtype in DTYPES, "compute_dtype", config.compute_dtype,
+           f"allowed: {', '.join(DTYPES)}")
   rates = report.channel_rates(config.report.rates)
   _require(config.report.channel in rates, "report.channel", config.report.channel,
            f"allowed: {', '.join(rates)}")
@@ -95,8 +98,12 @@ def method_spec(spec: str, config):
   return name, kwargs
 
 
-def load_model(model_cfg, ds_cfg):
-  model = vit.Model(ds_cfg.num_classes, model_cfg.variant, ds_cfg.image_size)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def load_model(model_cfg, ds_cfg, compute_dtype="float32"):
+  model = vit.Model(ds_cfg.num_classes, model_cfg.variant, ds_cfg.image_size,
+                    DTYPES[compute_dtype])
   params, meta = checkpoints.load_for_model(
       model, model_cfg.checkpoint, ds_cfg.num_classes,
       (ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels))
@@ -255,6 +262,29 @@ def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, o
   return records
 
 
+def gather_chunks(own: dict) -> dict:
+  """{chunk id: records} of this process -> those of every process, on every process.
+
+  Records travel as npz bytes through JAX's own collectives (process_allgather), so
+  hosts need no shared filesystem.
+  """
+  if jax.process_count() == 1:
+    return own
+  from jax.experimental import multihost_utils
+  blob = np.frombuffer(workdir_lib.npz_bytes(
+      {f"{c}.{k}": v for c, recs in own.items() for k, v in recs.items()}), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([blob.size]))).ravel()
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:blob.size] = blob
+  out = {}
+  for row, size in zip(np.asarray(multihost_utils.process_allgather(padded)), sizes):
+    with np.load(io.BytesIO(row[:size].tobytes())) as z:
+      for name in z.files:
+        c, k = name.split(".", 1)
+        out.setdefault(int(c), {})[k] = z[name]
+  return out
+
+
 def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None) -> dict:
   """Runs the sweep; returns per-image records (numpy arrays, dataset order).
 
@@ -263,7 +293,8 @@ def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None
   server_pred / units / demand / coverage [m, R, nB] for the m offloaded images; threshold.
   Images go in chunks of config.chunk_size; with a workdir each finished chunk
   is saved and skipped when the run is started again. Batches are split over all
-  local devices (`data_parallel`).
+  local devices (`data_parallel`); with several processes, process p takes the
+  chunks c with c % process_count == p and every process ends with all records.
   """
   config, put, put_params = data_parallel(config)
   (edge_model, edge_params), (server_model, server_params) = edge, server
@@ -272,10 +303,13 @@ def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None
   edge_step = make_edge_step(edge_model, config.importance, config.gate.measure)
   steps = (edge_step,) + make_server_steps(server_model, methods, config)
   thr = gate_threshold(config, edge_step, edge_params, n_images, put)
-  parts = []
-  with tqdm(total=n_images, disable=not progress, desc="sweep", unit="img") as bar:
-    for start in range(0, n_images, config.chunk_size):
-      stop = min(start + config.chunk_size, n_images)
+  starts = list(range(0, n_images, config.chunk_size))
+  mine = [c for c in range(len(starts)) if c % jax.process_count() == jax.process_index()]
+  own = {}
+  total = sum(min(starts[c] + config.chunk_size, n_images) - starts[c] for c in mine)
+  with tqdm(total=total, disable=not progress, desc="sweep", unit="img") as bar:
+    for c in mine:
+      start, stop = starts[c], min(starts[c] + config.chunk_size, n_images)
       recs = workdir_lib.load_chunk(workdir, start, stop) if workdir else None
       if recs is None:
         recs = _evaluate_range(start, stop, steps, (edge_params, server_params), thr, config,
@@ -284,8 +318,9 @@ def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None
           workdir_lib.save_chunk(workdir, start, stop, recs)
       else:
         bar.update(stop - start)
-      parts.append(recs)
-  records = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+      own[c] = recs
+  parts = gather_chunks(own)
+  records = {k: np.concatenate([parts[c][k] for c in range(len(starts))]) for k in parts[0]}
   records["threshold"] = np.float64(thr)
   return records
 
@@ -299,8 +334,8 @@ def prepare(config):
   validate(config)
   methods = config_methods(config)
   ds = config.dataset
-  edge = load_model(config.edge, ds)[:2]
-  server = load_model(config.server, ds)[:2]
+  edge = load_model(config.edge, ds, config.compute_dtype)[:2]
+  server = load_model(config.server, ds, config.compute_dtype)[:2]
   n = edge[0].num_patches
   if server[0].num_patches != n:
     raise ValueError(f"edge has {n} patches per image, server {server[0].num_patches}")
@@ -357,6 +392,8 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True) -
   methods, budgets, edge, server, bits = prepare(config)
   workdir = workdir_lib.open_workdir(workdir, config, new_subdir)
   records = evaluate(config, edge, server, methods, budgets, progress, workdir)
+  if jax.process_index() != 0:  # every process holds every record; process 0 writes
+    return []
   n = edge[0].num_patches
   rows = metrics.summarize(records, methods, budgets, n, bits, config.report.n_boot)
   map_budget = min(max(1, config.report.map_budget), n)

@@ -13,7 +13,7 @@ Parameter names follow timm (`patch_embed`, `cls_token`, `pos_embed`,
 converting a checkpoint is a rename table.
 """
 import functools
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -55,33 +55,36 @@ LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-6)
 
 class Attention(nn.Module):
   num_heads: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, key_mask=None):
     b, t, d = x.shape
     hd = d // self.num_heads
-    qkv = nn.Dense(3 * d, name="qkv")(x).reshape(b, t, 3, self.num_heads, hd)
+    qkv = nn.Dense(3 * d, dtype=self.dtype, name="qkv")(x).reshape(b, t, 3, self.num_heads, hd)
     # (B, H, T, hd) batched matmuls: fastest layout on XLA:CPU in our tests.
     q, k, v = qkv.transpose(2, 0, 3, 1, 4)
     logits = (q * hd**-0.5) @ k.swapaxes(-1, -2)
     if key_mask is not None:
       logits = jnp.where(key_mask[:, None, None, :], logits, -jnp.inf)
-    attn = jax.nn.softmax(logits, axis=-1)
-    y = (attn @ v).transpose(0, 2, 1, 3).reshape(b, t, d)
-    return nn.Dense(d, name="proj")(y), attn
+    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # f32 even under bf16
+    y = (attn.astype(v.dtype) @ v).transpose(0, 2, 1, 3).reshape(b, t, d)
+    return nn.Dense(d, dtype=self.dtype, name="proj")(y), attn
 
 
 class Block(nn.Module):
   num_heads: int
   mlp_dim: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, key_mask=None):
-    y, attn = Attention(self.num_heads, name="attn")(LayerNorm(name="norm1")(x), key_mask)
+    norm = functools.partial(LayerNorm, dtype=self.dtype)
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    y, attn = Attention(self.num_heads, self.dtype, name="attn")(norm(name="norm1")(x), key_mask)
     x = x + y
-    y = LayerNorm(name="norm2")(x)
-    y = gelu(nn.Dense(self.mlp_dim, name="fc1")(y))
-    x = x + nn.Dense(x.shape[-1], name="fc2")(y)
+    y = gelu(dense(self.mlp_dim, name="fc1")(norm(name="norm2")(x)))
+    x = x + dense(x.shape[-1], name="fc2")(y)
     return x, attn
 
 
@@ -94,6 +97,7 @@ class ViT(nn.Module):
   mlp_dim: int
   patch_size: int
   num_patches: int
+  dtype: Any = jnp.float32  # activations; parameters stay float32 (bf16 for accelerators)
 
   @nn.compact
   def __call__(self, images, keep_idx: Optional[jax.Array] = None,
@@ -106,7 +110,7 @@ class ViT(nn.Module):
     pos = self.param("pos_embed", nn.initializers.normal(0.02),
                      (1, 1 + self.num_patches, self.width))
     cls = self.param("cls_token", nn.initializers.zeros, (1, 1, self.width))
-    x = nn.Dense(self.width, name="patch_embed")(patches)
+    x = nn.Dense(self.width, dtype=self.dtype, name="patch_embed")(patches)
     patch_pos = jnp.broadcast_to(pos[:, 1:], x.shape)
     key_mask = None
     if keep_idx is not None:
@@ -119,23 +123,23 @@ class ViT(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls + pos[:, :1], (x.shape[0], 1, self.width)), x], 1)
     out, attns = {}, []
     for i in range(self.depth):
-      x, attn = Block(self.num_heads, self.mlp_dim, name=f"blocks_{i}")(x, key_mask)
+      x, attn = Block(self.num_heads, self.mlp_dim, self.dtype, name=f"blocks_{i}")(x, key_mask)
       attns.append(attn)
-    x = LayerNorm(name="norm")(x)
+    x = LayerNorm(dtype=self.dtype, name="norm")(x)
     out["attns"] = attns
     out["attn"] = attns[-1]
-    out["tokens"] = x[:, 1:]
-    out["pre_logits"] = x[:, 0]
+    out["tokens"] = x[:, 1:].astype(jnp.float32)
+    out["pre_logits"] = x[:, 0].astype(jnp.float32)
     logits = nn.Dense(self.num_classes, name="head",
-                      kernel_init=nn.initializers.zeros)(x[:, 0])
+                      kernel_init=nn.initializers.zeros)(out["pre_logits"])
     return logits, out
 
 
-def Model(num_classes: int, variant: str, image_size: int) -> ViT:
-  """Factory: ViT for `variant` on square `image_size` images."""
+def Model(num_classes: int, variant: str, image_size: int, dtype=jnp.float32) -> ViT:
+  """Factory: ViT for `variant` on square `image_size` images, activations in `dtype`."""
   v = decode_variant(variant)
   if image_size % v["patch_size"]:
     raise ValueError(f"image size {image_size} is not divisible by patch size "
                      f"{v['patch_size']} of variant {variant!r}")
   n = (image_size // v["patch_size"]) ** 2
-  return ViT(num_classes=num_classes, num_patches=n, **v)
+  return ViT(num_classes=num_classes, num_patches=n, dtype=dtype, **v)

@@ -78,3 +78,15 @@ def test_variants_and_bad_sizes():
     vit.decode_variant("X/3")
   with pytest.raises(ValueError, match="not divisible"):
     vit.Model(10, "fm-edge", 30)
+
+
+def test_bfloat16_activations_stay_close(small):
+  model, params, images = small
+  bf16 = model.clone(dtype=jnp.bfloat16)
+  idx = jnp.asarray([[3, 7, 0, 12, 5]] * 6)
+  for args in ((images,), (images, idx)):
+    want = model.apply({"params": params}, *args)[0]
+    got = bf16.apply({"params": params}, *args)[0]
+    assert got.dtype == jnp.float32
+    # bf16 keeps 8 mantissa bits: about 1% of the logit scale here.
+    assert np.abs(np.asarray(got - want)).max() <= 0.05 * np.abs(np.asarray(want)).max()

@@ -1,0 +1,121 @@
+"""sage_jax.benchmark: a smoke run at tiny shapes, and its PyTorch reference against sage_jax.
+
+The reference is only worth timing if it computes what sage_jax computes: its forwards, its
+selections (same indices, in the same order) and its sweep's answers are checked here on the
+same random weights and inputs (continuous random values, so no ties).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from sage_jax import benchmark, selection, sweep, vit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+torch.set_num_threads(2)
+
+
+def test_smoke_run_has_every_row(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "sage_jax.benchmark", "--shapes=fmnist", "--batch=4",
+       "--repeats=1", "--warmup=0", "--min_seconds=0", "--budgets=4", "--matmul_size=128",
+       f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())["rows"]
+  expected = {"matmul fp32 128x128", "edge forward", "server forward K=4",
+              "sage % of server K=4", "full sweep 5x1, 2/4 off",
+              "sweep, threshold rules 2x1", "compile edge step",
+              "compile server K=4", "compile sweep step K=4"}
+  expected |= {f"select {rule} K=4" for rule in benchmark.TORCH_RULES}
+  assert {r["name"] for r in rows} == expected
+  assert len(rows) == len(expected)
+  for r in rows:
+    assert r["name"] in proc.stdout
+    assert r["jax"] > 0, r
+    if not r["name"].startswith("compile"):
+      assert r["torch"] > 0, r
+    if r["unit"] in ("img/s", "GFLOP/s"):
+      assert r["ratio"] > 0, r
+    if "forward" in r["name"]:
+      for key in ("gflop_per_image", "jax_gflops", "torch_gflops", "jax_peak_frac",
+                  "torch_peak_frac"):
+        assert r[key] > 0, (r, key)
+
+
+@pytest.mark.parametrize("variant,kept,gflop", [("B/16", 196, 35.16), ("Ti/16", 196, 2.51),
+                                                ("B/16", 96, 17.06)])
+def test_forward_flops(variant, kept, gflop):
+  # timm's counts for the full forwards: DeiT-B 17.58, DeiT-Ti 1.26 GMACs.
+  model = vit.Model(1000, variant, 224)
+  assert benchmark.forward_flops(model, kept, 3) / 1e9 == pytest.approx(gflop, rel=5e-3)
+
+
+@pytest.mark.parametrize("shape,n,d", [("fmnist", 49, 48), ("deit", 196, 192)])
+def test_torch_selections_equal_sage_jax(shape, n, d):
+  rng = np.random.default_rng(n)
+  b = 6
+  imp = jax.nn.softmax(2.0 * rng.standard_normal((b, n)).astype(np.float32), -1)
+  tokens = rng.standard_normal((b, n, d)).astype(np.float32)
+  imp_t, tokens_t = torch.from_numpy(np.array(imp)), torch.from_numpy(tokens)
+  config = benchmark.shape_config(shape)
+  cap_free = 0
+  for rule in benchmark.TORCH_RULES:
+    name, kw = sweep.method_spec(rule, config)
+    for k in (1, n // 4, n):
+      want = selection.select_batch(name, imp, jnp.asarray(tokens), jnp.arange(b), k, **kw)
+      got = benchmark.torch_select(name, imp_t, tokens_t, k, kw)
+      if name in benchmark.THRESHOLD_RULES:
+        for i in range(b):
+          kept = np.asarray(want.keep_idx[i])[np.asarray(want.keep_mask[i])]
+          np.testing.assert_array_equal(got[i].numpy(), kept, err_msg=f"{rule} K={k} image {i}")
+          cap_free += len(kept) < k
+      else:
+        np.testing.assert_array_equal(got.numpy(), np.asarray(want.keep_idx),
+                                      err_msg=f"{rule} K={k}")
+  assert cap_free > 0  # the threshold rules were also checked where the budget does not bind
+
+
+@pytest.fixture(scope="module")
+def setup():
+  return benchmark.make_setup(benchmark.shape_config("fmnist"), batch=6)
+
+
+def test_torch_forwards_equal_sage_jax(setup):
+  su = setup
+  edge_params, server_params = su.params
+  t_edge, t_server = su.torch_models
+  want = sweep.make_edge_step(su.edge, "cls_attention", "min_entropy")(edge_params, su.images)
+  with torch.inference_mode():
+    got = benchmark.torch_edge(t_edge, su.images_t)
+  for key, tol in (("importance", 1e-6), ("tokens", 1e-4), ("score", 1e-5)):
+    np.testing.assert_allclose(got[key].numpy(), want[key], atol=tol, err_msg=key)
+  keep = jax.lax.top_k(want["importance"], 8)[1]
+  logits = su.server.apply({"params": server_params}, su.images, keep)[0]
+  with torch.inference_mode():
+    got_logits = t_server(su.images_t, torch.from_numpy(np.array(keep)).long())[0]
+  np.testing.assert_allclose(got_logits.numpy(), logits, atol=1e-4)
+
+
+def test_reference_sweep_answers_equal_sage_jax(setup):
+  """Both sweep structures offload the same images and give the same server answers."""
+  su = setup
+  rules, budgets, n_off = list(benchmark.TORCH_RULES), [12], 2
+  edge_step = sweep.make_edge_step(su.edge, "cls_attention", "min_entropy")
+  budget_step = sweep.make_server_steps(su.server, rules, su.config)[1]
+  steps = [lambda p, batch, k=k: budget_step(p, batch, k) for k in budgets]
+  outs = benchmark.jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put)
+  specs = [sweep.method_spec(r, su.config) for r in rules]
+  with torch.inference_mode():
+    preds = benchmark.torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off)[0]
+  want = [outs[j]["server_pred"][i] for i in range(len(rules)) for j in range(len(budgets))]
+  for (rule, k), w, p in zip([(r, k) for r in rules for k in budgets], want, preds):
+    got = torch.cat(p) if isinstance(p, list) else p
+    np.testing.assert_array_equal(got.numpy(), w, err_msg=f"{rule} K={k}")

@@ -1,0 +1,44 @@
+"""Two JAX processes on localhost (CPU collectives) write what one process writes."""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=300",
+        "--config.chunk_size=60", "--config.budgets=4,16", "--config.methods=random,topk,sage,threshold"]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+  single = subprocess.run([sys.executable, *ARGS, f"--workdir={tmp_path / 'one'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-2000:]
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, *ARGS, f"--workdir={tmp_path / f'two{i}'}",
+                             "--distributed", f"--coordinator_address=localhost:{port}",
+                             "--num_processes=2", f"--process_id={i}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  for p in procs:
+    assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
+  # Each process evaluated half of the chunks ...
+  for i in range(2):
+    chunks = sorted(os.listdir(tmp_path / f"two{i}" / "progress"))
+    assert len(chunks) in (2, 3) and all(int(c.split("_")[1]) // 60 % 2 == i for c in chunks)
+  # ... and process 0 wrote the same results as the single process; process 1 wrote none.
+  assert not (tmp_path / "two1" / "results.csv").exists()
+  for name in ("results.csv", "results.json", "report.md"):
+    assert (tmp_path / "two0" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+  with np.load(tmp_path / "one" / "per_image.npz") as a, \
+       np.load(tmp_path / "two0" / "per_image.npz") as b:
+    assert a.files == b.files
+    for k in a.files:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
