@@ -2,14 +2,15 @@
 # The paper's ImageNet sweep on a Cloud TPU VM: create the VM (or reuse it when
 # it exists), copy this checkout and the two checkpoints to every worker,
 # install sage_jax with jax[tpu], convert the checkpoints, run the sweep on
-# every worker, and copy worker 0's results back.
+# every worker (JAX's distributed runtime: each worker takes its share of the
+# images, worker 0 writes the results), and copy worker 0's results back.
 #
 # Usage: bash launch/tpu_vm.sh --name=VM --zone=ZONE --data-dir=gs://... \
 #          --edge=SRC --server=SRC [options] [-- FLAGS]
 #   --name=VM               TPU VM name
 #   --zone=ZONE             e.g. us-central2-b
 #   --project=PROJECT       default: gcloud's configured project
-#   --accelerator-type=T    default v4-8 (one host; the sweep does not shard over hosts)
+#   --accelerator-type=T    default v4-8; multi-host slices split the images over hosts
 #   --version=V             TPU software version (default tpu-ubuntu2204-base)
 #   --data-dir=gs://...     TFDS data_dir holding imagenet2012
 #   --edge=SRC              DeiT-Ti/16 weights: timm .safetensors/.pth, .npz or .msgpack (a file)
@@ -98,7 +99,7 @@ mkdir -p ~/sage_jax && tar -xzf ~/sage_jax.tgz -C ~/sage_jax && cd ~/sage_jax
 .venv/bin/python -m pip install -q -e . 'jax[tpu]'
 $(remote_ckpt "${edge}" Ti/16 checkpoints/deit_tiny.msgpack)
 $(remote_ckpt "${server}" B/16 checkpoints/deit_base.msgpack)
-.venv/bin/python -m sage_jax.main --config=configs/imagenet_deit.py \
+.venv/bin/python -m sage_jax.main --config=configs/imagenet_deit.py --distributed \
  --workdir=$(printf %q "${workdir}") --config.dataset.data_dir=$(printf %q "${data_dir}") \
  --config.edge.checkpoint=checkpoints/deit_tiny.msgpack \
  --config.server.checkpoint=checkpoints/deit_base.msgpack${flags}"

@@ -15,9 +15,11 @@ top-k, batched farthest-point sampling (a loop over the K picks, vectorised over
 and a per-image Python loop for the variable-length threshold rules, whose server forward
 then also runs image by image on just the kept patches.
 
-Every time is the best of --repeats calls after --warmup untimed calls (jax results are
-waited for with block_until_ready; torch on CPU is synchronous). Ratios are sage_jax / torch
-in throughput, so > 1 means sage_jax is faster.
+Every time is the best of at least --repeats calls (cheap calls: as many as fit in
+--min_seconds) after --warmup untimed calls; jax results are waited for with
+block_until_ready, torch on CPU is synchronous. The sweeps are long and every piece of them
+has run before, so they get no warm-up call: the first run of sage_jax's compiled sweep steps
+counts against sage_jax. Ratios are sage_jax / torch in throughput: > 1 is sage_jax faster.
 
 FLOPs per image of a forward (`forward_flops`), multiply-adds counted as 2, elementwise
 work (LayerNorm, softmax, GELU) ignored; T = kept patches + 1 (CLS), D width, M MLP width,
@@ -34,6 +36,8 @@ images by min-entropy, so both sides do identical work):
              with every rule and runs one server call over all of them (the sweep's step);
   reference: for each (rule, budget): edge on the batch again, select, server on the
              offloaded images only (per image for the threshold rules).
+The threshold rules' row: sage_jax's sweep over those rules alone against their share of
+the reference's full sweep (which runs one rule after the other).
 """
 import importlib
 import inspect
@@ -363,11 +367,7 @@ def selection_rows(su, shape, rules, budgets, edge_out, server_time, timed):
 
 
 def sweep_rows(su, shape, rules, budgets, n_off, edge_step, edge_out, timed):
-  """sage_jax's sweep structure against the reference's on one batch -> (rows, compile rows).
-
-  The threshold rules' row times sage_jax's sweep over those rules alone, against their
-  share of the reference's full sweep (it runs one rule after the other).
-  """
+  """sage_jax's sweep structure against the reference's on one batch -> (rows, compile rows)."""
   example = su.put(dict(image=su.images[:n_off], index=np.arange(n_off, dtype=np.int32),
                         importance=np.asarray(edge_out["importance"])[:n_off],
                         tokens=np.asarray(edge_out["tokens"])[:n_off]))
@@ -380,16 +380,19 @@ def sweep_rows(su, shape, rules, budgets, n_off, edge_step, edge_out, timed):
   compiles = [_row(shape, f"compile sweep step K={k}", "s", secs)
               for k, secs in zip(budgets, seconds)]
   specs = [sweep.method_spec(r, su.config) for r in rules]
-  t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put))
+  t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put),
+                warmup=0)
   t_torch, (_, rule_seconds) = timed(
-      lambda: torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off), output=True)
+      lambda: torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off), warmup=0,
+      output=True)
   batch = len(su.images)
   rows = [_row(shape, f"full sweep {len(rules)}x{len(budgets)}, {n_off}/{batch} off", "img/s",
                batch / t_jax, batch / t_torch)]
   thresholds = [i for i, (name, _) in enumerate(specs) if name in THRESHOLD_RULES]
   if thresholds:
     steps = compiled_steps([rules[i] for i in thresholds])[0]
-    t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put))
+    t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put),
+                  warmup=0)
     t_torch = sum(rule_seconds[i] for i in thresholds)
     rows.append(_row(shape, f"sweep, threshold rules {len(thresholds)}x{len(budgets)}", "img/s",
                      batch / t_jax, batch / t_torch))
@@ -407,7 +410,7 @@ def run_shape(shape, config, batch, repeats, warmup, min_seconds, budgets, rules
   ndev = jax.local_device_count()
   n_off = -(-math.ceil(offload_share * len(su.images)) // ndev) * ndev
 
-  def timed(fn, output=False):
+  def timed(fn, warmup=warmup, output=False):
     seconds, out = best_run(fn, repeats, warmup, min_seconds)
     return (seconds, out) if output else seconds
 
