@@ -70,6 +70,8 @@ flags.DEFINE_float("offload_share", 1 / 3, "Share of the batch offloaded in the 
 flags.DEFINE_integer("matmul_size", 2048, "n of the n x n float32 matmul measuring the peak.")
 flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
 flags.DEFINE_string("out", None, "Also write the rows as JSON here.")
+flags.DEFINE_enum("compute_dtype", "float32", list(sweep.DTYPES),
+                  "sage_jax activations (bfloat16 for accelerators); torch stays float32.")
 
 # shape -> (config module, default budgets)
 SHAPES = {"fmnist": ("configs.fmnist_sweep", (4, 6, 8, 12, 16, 24, 32, 49)),
@@ -250,9 +252,9 @@ def jax_sweep(edge_step, budget_steps, params, images, n_off, put):
   return jax.device_get([step(server_params, batch) for step in budget_steps])
 
 
-def init_model(config_model, ds, key):
+def init_model(config_model, ds, key, dtype="float32"):
   """Random-weight sage_jax ViT; the head is random too (its default init is zeros)."""
-  model = vit.Model(ds.num_classes, config_model.variant, ds.image_size)
+  model = vit.Model(ds.num_classes, config_model.variant, ds.image_size, sweep.DTYPES[dtype])
   images = jnp.zeros((1, ds.image_size, ds.image_size, ds.channels))
   params = jax.jit(model.init)(key, images)["params"]
   head = params["head"]["kernel"]
@@ -308,8 +310,9 @@ class Setup(NamedTuple):
 def make_setup(config, batch) -> Setup:
   config, put, put_params = sweep.data_parallel(config)
   ds, key = config.dataset, jax.random.PRNGKey(0)
-  edge, edge_params = init_model(config.edge, ds, jax.random.fold_in(key, 0))
-  server, server_params = init_model(config.server, ds, jax.random.fold_in(key, 1))
+  edge, edge_params = init_model(config.edge, ds, jax.random.fold_in(key, 0), config.compute_dtype)
+  server, server_params = init_model(config.server, ds, jax.random.fold_in(key, 1),
+                                     config.compute_dtype)
   torch_models = (TorchViT(edge, edge_params, ds.channels),
                   TorchViT(server, server_params, ds.channels))
   ndev = jax.local_device_count()
@@ -440,7 +443,7 @@ def format_table(rows) -> str:
 
 
 def run(shapes, batch, repeats, warmup, min_seconds, budgets, rules, offload_share,
-        matmul_size, torch_threads):
+        matmul_size, torch_threads, compute_dtype="float32"):
   """-> rows (dicts) for the matmul peak and every shape."""
   if not 0 < offload_share <= 1:
     raise ValueError(f"offload_share {offload_share} is not allowed; it must be in (0, 1]")
@@ -450,6 +453,7 @@ def run(shapes, batch, repeats, warmup, min_seconds, budgets, rules, offload_sha
     peak = max(rows[0]["jax"], rows[0]["torch"])
     for shape in shapes:
       config = shape_config(shape)
+      config.compute_dtype = compute_dtype
       ks = [int(k) for k in budgets] or list(SHAPES[shape][1])
       rows += run_shape(shape, config, batch, repeats, warmup, min_seconds, ks, rules,
                         offload_share, peak)

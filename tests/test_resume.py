@@ -29,11 +29,14 @@ def _chunks(workdir):
 
 
 def _kill_after(workdir, n_chunks, sig):
+  """Stops the sweep (SIGSTOP, at once) as soon as n_chunks are saved, then delivers `sig`."""
   proc = _start(workdir)
   deadline = time.time() + 400
   while len(_chunks(workdir)) < n_chunks and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
+    time.sleep(0.002)
+  proc.send_signal(signal.SIGSTOP)
   proc.send_signal(sig)
+  proc.send_signal(signal.SIGCONT)
   proc.wait(timeout=60)
   return proc
 
