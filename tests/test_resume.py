@@ -18,9 +18,16 @@ FILES = ("results.csv", "results.json", "per_image.npz", "report.md", "curves.pn
          "selection_map.png")
 
 
+def _default_sigint():
+  # Background jobs of a non-interactive shell (CI, nohup ... &) inherit SIGINT ignored;
+  # give the sweep the disposition it has in a terminal, where Ctrl-C interrupts it.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(workdir, *extra):
   return subprocess.Popen([sys.executable, *ARGS, f"--workdir={workdir}", *extra], cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=_default_sigint)
 
 
 def _chunks(workdir):
