@@ -233,25 +233,6 @@ def _threshold_deltas(imp, K):
     return deltas + [0.0, float(s[0]) * 2.0, float(np.float32(s[0]))]
 
 
-@pytest.mark.parametrize("N,D,K", CASES)
-def test_threshold_matches_reference(N, D, K):
-    bound = unbound = 0
-    for s in SEEDS:
-        imp, emb = make_inputs(N, D, s)
-        for delta in _threshold_deltas(imp, K):
-            idx, mask, demand = run_rule("threshold", imp, emb, K, delta=delta)
-            r_idx, r_mask, r_demand = ref_threshold(imp, K, delta)
-            ctx = f"seed={s} delta={delta!r}"
-            np.testing.assert_array_equal(idx, r_idx, err_msg=ctx)
-            np.testing.assert_array_equal(mask, r_mask, err_msg=ctx)
-            assert int(demand) == r_demand, ctx
-            bound += r_demand > K
-            unbound += r_demand <= K
-    assert unbound > 0
-    if K < N:
-        assert bound > 0
-
-
 def _sum_threshold_deltas(imp, K):
     """Deltas half-way between consecutive float64 cumsums (robust to f32 rounding)."""
     cs = np.cumsum(np.sort(imp.astype(np.float64))[::-1])
@@ -261,14 +242,21 @@ def _sum_threshold_deltas(imp, K):
     return deltas + [float(cs[0]) / 2, 2.0]  # first unit alone exceeds / everything fits
 
 
+THRESHOLD_RULES = {"threshold": (_threshold_deltas, lambda imp, K, d: ref_threshold(imp, K, d)),
+                   "sum_threshold": (_sum_threshold_deltas,
+                                     lambda imp, K, d: ref_sum_threshold(imp, K, d))}
+
+
+@pytest.mark.parametrize("rule", sorted(THRESHOLD_RULES))
 @pytest.mark.parametrize("N,D,K", CASES)
-def test_sum_threshold_matches_reference(N, D, K):
+def test_threshold_rules_match_reference(rule, N, D, K):
+    deltas_for, reference = THRESHOLD_RULES[rule]
     bound = unbound = 0
     for s in SEEDS:
         imp, emb = make_inputs(N, D, s)
-        for delta in _sum_threshold_deltas(imp, K):
-            idx, mask, demand = run_rule("sum_threshold", imp, emb, K, delta=delta)
-            r_idx, r_mask, r_demand = ref_sum_threshold(imp, K, delta)
+        for delta in deltas_for(imp, K):
+            idx, mask, demand = run_rule(rule, imp, emb, K, delta=delta)
+            r_idx, r_mask, r_demand = reference(imp, K, delta)
             ctx = f"seed={s} delta={delta!r}"
             np.testing.assert_array_equal(idx, r_idx, err_msg=ctx)
             np.testing.assert_array_equal(mask, r_mask, err_msg=ctx)
