@@ -31,13 +31,16 @@ L depth, N patches of P = patch*patch*channels values, C classes:
 The machine's peak is one large float32 matmul (2*n^3 FLOPs), the faster of jax and torch.
 
 Full sweep, on one batch with the offload share fixed (the ceil(share*batch) least confident
-images by min-entropy, so both sides do identical work):
-  sage_jax:  edge once; the offloaded rows gathered; per budget one jitted step that selects
-             with every rule and runs one server call over all of them (the sweep's step);
+images by min-entropy, so both sides do identical work); both give every (rule, budget)
+prediction and the all-patch ceiling:
+  sage_jax:  edge once; the offloaded rows gathered; the ceiling, then per budget one jitted
+             step that selects with every rule and runs the server once over the evidence
+             sets it has not seen yet for that image (`sweep.run_budgets`, the sweep's code);
   reference: for each (rule, budget): edge on the batch again, select, server on the
-             offloaded images only (per image for the threshold rules).
-The threshold rules' row: sage_jax's sweep over those rules alone against their share of
-the reference's full sweep (which runs one rule after the other).
+             offloaded images only (per image for the threshold rules); then one more pass
+             for the ceiling.
+The threshold rules' row: sage_jax's sweep over those rules alone (ceiling included)
+against their share of the reference's full sweep plus its ceiling pass.
 """
 import importlib
 import inspect
@@ -224,32 +227,40 @@ def torch_server(model: TorchViT, images, sel):
 
 
 def torch_sweep(edge, server, images, specs, budgets, n_off):
-  """The reference structure: one configuration per pass over the batch.
+  """The reference structure: one configuration per pass over the batch, the all-patch
+  ceiling being one more.
 
-  -> (server predictions per (rule, budget), seconds spent on each rule).
+  -> (server predictions per (rule, budget), seconds spent on each rule, on the ceiling).
   """
+  def offloaded():
+    out = torch_edge(edge, images)
+    return out, out["score"].argsort(descending=True, stable=True)[:n_off]
+
   preds, seconds = [], []
   for name, kw in specs:
     t0 = time.perf_counter()
     for k in budgets:
-      out = torch_edge(edge, images)
-      off = out["score"].argsort(descending=True, stable=True)[:n_off]
+      out, off = offloaded()
       sel = torch_select(name, out["importance"][off], out["tokens"][off], k, kw)
       preds.append(torch_server(server, images[off], sel))
     seconds.append(time.perf_counter() - t0)
-  return preds, seconds
+  t0 = time.perf_counter()
+  server(images[offloaded()[1]])
+  return preds, seconds, time.perf_counter() - t0
 
 
 # --- the sage_jax side -------------------------------------------------------------------
 
-def jax_sweep(edge_step, budget_steps, params, images, n_off, put):
-  """The sweep's structure (`sweep._evaluate_range` on one batch, no ceiling)."""
+def jax_sweep(edge_step, server_steps, params, images, n_off, put, budgets):
+  """The sweep's structure (`sweep._evaluate_range` on one batch), the ceiling included: each
+  distinct evidence set of an image goes through the server once."""
   edge_params, server_params = params
   out = jax.device_get(edge_step(edge_params, put(images)))
   off = np.argsort(-out["score"], kind="stable")[:n_off]
   batch = put(dict(image=images[off], index=off.astype(np.int32),
-                   importance=out["importance"][off], tokens=out["tokens"][off]))
-  return jax.device_get([step(server_params, batch) for step in budget_steps])
+                   importance=out["importance"][off], tokens=out["tokens"][off],
+                   valid=np.ones(n_off, bool)))
+  return jax.device_get(sweep.run_budgets(*server_steps, server_params, batch, budgets))
 
 
 def init_model(config_model, ds, key, dtype="float32"):
@@ -299,6 +310,7 @@ class Setup(NamedTuple):
   """One shape's random-weight models (sage_jax and torch twins) and inputs."""
   config: object          # the shape's sweep config, batch sizes fitted to the devices
   put: object             # numpy tree -> device (split over the batch)
+  mesh: object            # the devices' 1-d "batch" mesh
   edge: vit.ViT
   server: vit.ViT
   params: tuple           # (edge, server) sage_jax params, on the devices
@@ -308,7 +320,7 @@ class Setup(NamedTuple):
 
 
 def make_setup(config, batch) -> Setup:
-  config, put, put_params = sweep.data_parallel(config)
+  config, put, put_params, mesh = sweep.data_parallel(config)
   ds, key = config.dataset, jax.random.PRNGKey(0)
   edge, edge_params = init_model(config.edge, ds, jax.random.fold_in(key, 0), config.compute_dtype)
   server, server_params = init_model(config.server, ds, jax.random.fold_in(key, 1),
@@ -318,7 +330,7 @@ def make_setup(config, batch) -> Setup:
   ndev = jax.local_device_count()
   images = np.random.default_rng(1).standard_normal(
       (-(-batch // ndev) * ndev, ds.image_size, ds.image_size, ds.channels), np.float32)
-  return Setup(config, put, edge, server, (put_params(edge_params), put_params(server_params)),
+  return Setup(config, put, mesh, edge, server, (put_params(edge_params), put_params(server_params)),
                torch_models, images, torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
 
 
@@ -373,19 +385,26 @@ def sweep_rows(su, shape, rules, budgets, n_off, edge_step, edge_out, timed):
   """sage_jax's sweep structure against the reference's on one batch -> (rows, compile rows)."""
   example = su.put(dict(image=su.images[:n_off], index=np.arange(n_off, dtype=np.int32),
                         importance=np.asarray(edge_out["importance"])[:n_off],
-                        tokens=np.asarray(edge_out["tokens"])[:n_off]))
+                        tokens=np.asarray(edge_out["tokens"])[:n_off],
+                        valid=np.ones(n_off, bool)))
 
   def compiled_steps(methods):
-    budget_step = sweep.make_server_steps(su.server, methods, su.config)[1]
-    return list(zip(*(aot(budget_step, su.params[1], example, k) for k in budgets)))
+    """-> ((ceiling step, budget step) running the AOT-compiled steps, compile seconds)."""
+    ceiling_step, budget_step = sweep.make_server_steps(su.server, methods, su.config, su.mesh)
+    ceiling, secs = aot(ceiling_step, su.params[1], example["image"])
+    known, compiled, seconds = ceiling(su.params[1], example["image"])[1], {}, [secs]
+    for k in budgets:
+      compiled[k], secs = aot(budget_step, su.params[1], example, known, k)
+      seconds.append(secs)
+    return (ceiling, lambda p, b, kn, k: compiled[k](p, b, kn)), seconds
 
   steps, seconds = compiled_steps(rules)
-  compiles = [_row(shape, f"compile sweep step K={k}", "s", secs)
-              for k, secs in zip(budgets, seconds)]
+  compiles = [_row(shape, f"compile sweep step {name}", "s", secs)
+              for name, secs in zip(["ceiling"] + [f"K={k}" for k in budgets], seconds)]
   specs = [sweep.method_spec(r, su.config) for r in rules]
-  t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put),
-                warmup=0)
-  t_torch, (_, rule_seconds) = timed(
+  t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put,
+                                  budgets), warmup=0)
+  t_torch, (_, rule_seconds, ceiling_seconds) = timed(
       lambda: torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off), warmup=0,
       output=True)
   batch = len(su.images)
@@ -394,9 +413,9 @@ def sweep_rows(su, shape, rules, budgets, n_off, edge_step, edge_out, timed):
   thresholds = [i for i, (name, _) in enumerate(specs) if name in THRESHOLD_RULES]
   if thresholds:
     steps = compiled_steps([rules[i] for i in thresholds])[0]
-    t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put),
-                  warmup=0)
-    t_torch = sum(rule_seconds[i] for i in thresholds)
+    t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put,
+                                    budgets), warmup=0)
+    t_torch = sum(rule_seconds[i] for i in thresholds) + ceiling_seconds
     rows.append(_row(shape, f"sweep, threshold rules {len(thresholds)}x{len(budgets)}", "img/s",
                      batch / t_jax, batch / t_torch))
   return rows, compiles

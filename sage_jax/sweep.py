@@ -4,8 +4,9 @@ Per edge batch the edge runs once (jitted). Offloaded images are gathered into
 fixed-size server batches (padded + masked at the end), so the server only
 ever sees offloaded images and every step has one static shape. For each
 server batch the all-patch ceiling runs once, then one jitted step per budget
-evaluates every rule at that budget in a single server call (rules
-concatenated along the batch); each budget compiles once.
+(ascending) selects with every rule and runs the server only on the evidence
+sets it has not seen for that image yet (`make_server_steps`); each budget
+compiles once and nothing returns to the host between budgets.
 
 The sweep returns per-image records; `metrics.summarize` turns them into rows.
 """
@@ -140,33 +141,110 @@ def coverage(keep_idx, keep_mask, cells, n_cells: int):
   return hit.sum(-1) / n_cells
 
 
-def make_server_steps(model, methods, config):
-  """-> (ceiling_step, budget_step): jitted; budget_step compiles once per budget."""
+def evidence_sets(keep_idx, keep_mask, n: int):
+  """bool[..., N]: the patches each selection sends. Order and padding are forgotten, so the
+  same evidence compares equal whichever rule or budget chose it."""
+  lead, k = keep_idx.shape[:-1], keep_idx.shape[-1]
+  rows = jnp.arange(math.prod(lead))[:, None]
+  sets = jnp.zeros((rows.shape[0], n), bool).at[rows, keep_idx.reshape(-1, k)].max(
+      keep_mask.reshape(-1, k))
+  return sets.reshape(lead + (n,))
+
+
+def _first_match(sets, known):
+  """For each row of sets [R, B, N]: the first equal set among known [P, B, N] and the rows
+  before it, else itself -> (source i32[R, B] into concat(known, sets), fresh bool[R, B])."""
+  r, p = sets.shape[0], known.shape[0]
+  cand = jnp.concatenate([known, sets])
+  hit = (sets[:, None] == cand[None]).all(-1)                           # [R, P + R, B]
+  hit &= (jnp.arange(p + r)[None, :] < p + jnp.arange(r)[:, None])[..., None]
+  fresh = ~hit.any(1)
+  return jnp.where(fresh, p + jnp.arange(r)[:, None], hit.argmax(1)), fresh
+
+
+def _forward_fresh(forward, images, keep_idx, keep_mask, fresh):
+  """Server predictions for the rows marked fresh only: [R, B] rows are compacted (fresh
+  first) and run B at a time, as many chunks as there are fresh rows.
+
+  -> (pred i32[R, B], finite bool[R, B]); rows not fresh hold junk."""
+  r, b = fresh.shape
+  flat = lambda x: x.reshape((r * b,) + x.shape[2:])
+  keep_idx, keep_mask, order = flat(keep_idx), flat(keep_mask), jnp.argsort(~fresh.ravel(),
+                                                                             stable=True)
+
+  def chunk(i, acc):
+    rows = jax.lax.dynamic_slice_in_dim(order, i * b, b)
+    logits = forward(images[rows % b], keep_idx[rows], keep_mask[rows])
+    return (acc[0].at[rows].set(logits.argmax(-1).astype(jnp.int32)),
+            acc[1].at[rows].set(jnp.isfinite(logits).all(-1)))
+
+  n_chunks = (fresh.sum() + b - 1) // b
+  acc = (jnp.zeros(r * b, jnp.int32), jnp.ones(r * b, bool))
+  pred, finite = jax.lax.fori_loop(0, n_chunks, chunk, acc)
+  return pred.reshape(r, b), finite.reshape(r, b)
+
+
+def make_server_steps(model, methods, config, mesh=None):
+  """-> (ceiling_step, budget_step), jitted; budget_step compiles once per budget.
+
+  The server sees each distinct evidence set of an image once. `known` (sets, pred, finite;
+  [1 + R, B, ...]: the all-patch ceiling, then every rule at the previous budget) goes from
+  ceiling_step into each budget_step and out of it; a rule's row whose set equals a known
+  one or an earlier rule's row at the same budget (a saturated threshold rule, top-K =
+  threshold below the threshold's demand, any rule at K = N) takes that prediction instead
+  of running the server. Only padding rows and the order of the patches differ in those
+  repeats, so this changes nothing but the last bits of the logits. With a mesh each device
+  does this for its own slice of the batch (shard_map), so no rows cross devices.
+  """
   specs = [method_spec(m, config) for m in methods]
-  cells = jnp.asarray(coverage_cells(model.num_patches, config.coverage_grid))
+  n, r = model.num_patches, len(specs)
+  cells = jnp.asarray(coverage_cells(n, config.coverage_grid))
   n_cells = config.coverage_grid ** 2
 
   @jax.jit
   def ceiling_step(params, images):
-    logits = model.apply({"params": params}, images)[0]
-    return dict(pred=logits.argmax(-1).astype(jnp.int32), finite=jnp.isfinite(logits).all(-1))
+    logits = model.apply({"params": params}, images, logits_only=True)[0]
+    pred, finite = logits.argmax(-1).astype(jnp.int32), jnp.isfinite(logits).all(-1)
+    b = images.shape[0]
+    known = dict(sets=jnp.zeros((1 + r, b, n), bool).at[0].set(True),
+                 pred=jnp.zeros((1 + r, b), jnp.int32).at[0].set(pred),
+                 finite=jnp.ones((1 + r, b), bool).at[0].set(finite))
+    return dict(pred=pred, finite=finite), known
 
-  def budget_step(params, batch, budget):
+  def budget_step(params, batch, known, budget):
     sels = [selection.select_batch(name, batch["importance"], batch["tokens"], batch["index"],
                                    budget, config.seed, **kw) for name, kw in specs]
-    r, b = len(specs), batch["image"].shape[0]
-    cat = lambda xs: jnp.concatenate(xs, axis=0)
-    keep_idx, keep_mask = cat([s.keep_idx for s in sels]), cat([s.keep_mask for s in sels])
-    images = jnp.broadcast_to(batch["image"][None], (r,) + batch["image"].shape)
-    logits, _ = model.apply({"params": params}, images.reshape((r * b,) + images.shape[2:]),
-                            keep_idx, keep_mask)
-    return dict(server_pred=logits.argmax(-1).astype(jnp.int32).reshape(r, b),
-                units=keep_mask.sum(-1).astype(jnp.int32).reshape(r, b),
-                demand=jnp.stack([s.demand for s in sels]).astype(jnp.int32),
-                coverage=coverage(keep_idx, keep_mask, cells, n_cells).reshape(r, b),
-                finite=jnp.isfinite(logits).all(-1).reshape(r, b))
+    keep_idx = jnp.stack([s.keep_idx for s in sels])                    # [R, B, K]
+    keep_mask = jnp.stack([s.keep_mask for s in sels])
+    sets = evidence_sets(keep_idx, keep_mask, n)
+    source, fresh = _first_match(sets, known["sets"])
+    forward = lambda x, idx, mask: model.apply({"params": params}, x, idx, mask, True)[0]
+    pred, finite = _forward_fresh(forward, batch["image"], keep_idx, keep_mask,
+                                  fresh & batch["valid"][None])
+    pick = lambda old, new: jnp.take_along_axis(jnp.concatenate([old, new]), source, 0)
+    pred, finite = pick(known["pred"], pred), pick(known["finite"], finite)
+    out = dict(server_pred=pred, units=keep_mask.sum(-1).astype(jnp.int32),
+               demand=jnp.stack([s.demand for s in sels]).astype(jnp.int32),
+               coverage=coverage(keep_idx, keep_mask, cells, n_cells), finite=finite,
+               fresh=fresh & batch["valid"][None])
+    keep = lambda old, new: jnp.concatenate([old[:1], new])
+    return out, dict(sets=keep(known["sets"], sets), pred=keep(known["pred"], pred),
+                     finite=keep(known["finite"], finite))
 
-  return ceiling_step, jax.jit(budget_step, static_argnums=2)
+  if mesh is not None:
+    P = jax.sharding.PartitionSpec
+    rows, split = P(None, "batch"), P("batch")
+    known_spec = dict(sets=rows, pred=rows, finite=rows)
+    out_spec = {k: rows for k in ("server_pred", "units", "demand", "coverage", "finite",
+                                  "fresh")}
+    local_step = budget_step
+
+    def budget_step(params, batch, known, budget):
+      return jax.shard_map(lambda p, b, kn: local_step(p, b, kn, budget), mesh=mesh,
+                           in_specs=(P(), split, known_spec), out_specs=(out_spec, known_spec),
+                           check_vma=False)(params, batch, known)
+
+  return ceiling_step, jax.jit(budget_step, static_argnums=3)
 
 
 def _rebatch(parts, size):
@@ -188,7 +266,7 @@ def _rebatch(parts, size):
 def data_parallel(config):
   """Data parallelism over the local devices: a 1-d mesh ("batch"), batches split along it,
   params replicated; batch sizes rounded up to a multiple of the device count (results do
-  not depend on batch sizes). -> (config with those sizes, put_batch, put_params)."""
+  not depend on batch sizes). -> (config with those sizes, put_batch, put_params, mesh)."""
   devices = jax.local_devices()
   mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
   config = config.copy_and_resolve_references()
@@ -197,7 +275,18 @@ def data_parallel(config):
   split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return (config, lambda tree: jax.device_put(tree, split),
-          lambda tree: jax.device_put(tree, replicated))
+          lambda tree: jax.device_put(tree, replicated), mesh)
+
+
+def run_budgets(ceiling_step, budget_step, server_params, batch, budgets):
+  """Ceiling, then every budget in ascending order (so saturated rules repeat the previous
+  budget's evidence), chaining what is known; no host round trip in between.
+  -> (ceiling, outputs in the order of `budgets`), still on the devices."""
+  ceiling, known = ceiling_step(server_params, batch["image"])
+  outs = {}
+  for k in sorted(budgets):
+    outs[k], known = budget_step(server_params, batch, known, k)
+  return ceiling, [outs[k] for k in budgets]
 
 
 def _raise_if_not_finite(finite, index, where):
@@ -219,8 +308,10 @@ def gate_threshold(config, edge_step, edge_params, n_images, put=lambda x: x) ->
   return offload.calibrate_fraction(np.concatenate(scores), gate.fraction)
 
 
-def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, on_batch, put):
-  """Per-image records for images [start, stop) of the split."""
+def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, on_batch, put,
+                    server_rows):
+  """Per-image records for images [start, stop) of the split. server_rows: [rows the server
+  ran on, (rule, budget, image) rows], added to."""
   edge_step, ceiling_step, budget_step = steps
   edge_params, server_params = params
   per_image = {k: [] for k in ("index", "label", "edge_pred", "score", "offloaded",
@@ -244,9 +335,11 @@ def _evaluate_range(start, stop, steps, params, thr, config, methods, budgets, o
                              "coverage")}
   if records["offloaded"].any():
     for sb, valid in _rebatch(pending, config.server_batch_size):
-      on_device = put(sb)
-      ceiling = jax.device_get(ceiling_step(server_params, on_device["image"]))
-      outs = jax.device_get([budget_step(server_params, on_device, k) for k in budgets])
+      sb["valid"] = valid
+      ceiling, outs = jax.device_get(run_budgets(ceiling_step, budget_step, server_params,
+                                                 put(sb), budgets))
+      server_rows[0] += sum(int(o["fresh"].sum()) for o in outs)
+      server_rows[1] += len(methods) * len(budgets) * int(valid.sum())
       idx = sb["index"][valid]
       _raise_if_not_finite(ceiling["finite"][valid], idx, "the server output (all patches)")
       for k, o in zip(budgets, outs):
@@ -296,16 +389,16 @@ def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None
   local devices (`data_parallel`); with several processes, process p takes the
   chunks c with c % process_count == p and every process ends with all records.
   """
-  config, put, put_params = data_parallel(config)
+  config, put, put_params, mesh = data_parallel(config)
   (edge_model, edge_params), (server_model, server_params) = edge, server
   edge_params, server_params = put_params(edge_params), put_params(server_params)
   n_images = data.num_examples(config.dataset, config.num_images)
   edge_step = make_edge_step(edge_model, config.importance, config.gate.measure)
-  steps = (edge_step,) + make_server_steps(server_model, methods, config)
+  steps = (edge_step,) + make_server_steps(server_model, methods, config, mesh)
   thr = gate_threshold(config, edge_step, edge_params, n_images, put)
   starts = list(range(0, n_images, config.chunk_size))
   mine = [c for c in range(len(starts)) if c % jax.process_count() == jax.process_index()]
-  own = {}
+  own, server_rows = {}, [0, 0]
   total = sum(min(starts[c] + config.chunk_size, n_images) - starts[c] for c in mine)
   with tqdm(total=total, disable=not progress, desc="sweep", unit="img") as bar:
     for c in mine:
@@ -313,12 +406,15 @@ def evaluate(config, edge, server, methods, budgets, progress=True, workdir=None
       recs = workdir_lib.load_chunk(workdir, start, stop) if workdir else None
       if recs is None:
         recs = _evaluate_range(start, stop, steps, (edge_params, server_params), thr, config,
-                               methods, budgets, bar.update, put)
+                               methods, budgets, bar.update, put, server_rows)
         if workdir:
           workdir_lib.save_chunk(workdir, start, stop, recs)
       else:
         bar.update(stop - start)
       own[c] = recs
+  if server_rows[1]:
+    logging.info("server ran on %d of %d (rule, budget, image) rows; the rest repeat evidence "
+                 "it had already seen", *server_rows)
   parts = gather_chunks(own)
   records = {k: np.concatenate([parts[c][k] for c in range(len(starts))]) for k in parts[0]}
   records["threshold"] = np.float64(thr)

@@ -7,7 +7,8 @@ One module serves both roles:
   * server: `model.apply(params, images, keep_idx, keep_mask)` embeds only the
             kept patches, adds *their* position embeddings, prepends CLS and
             runs the encoder. Masked slots are excluded as attention keys, so
-            padding never changes the CLS output.
+            padding never changes the CLS output; `logits_only=True` skips
+            the last block's work on the patch tokens.
 Parameter names follow timm (`patch_embed`, `cls_token`, `pos_embed`,
 `blocks_i/{norm1,attn/qkv,attn/proj,norm2,fc1,fc2}`, `norm`, `head`) so
 converting a checkpoint is a rename table.
@@ -58,12 +59,15 @@ class Attention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, key_mask=None):
+  def __call__(self, x, key_mask=None, cls_only=False):
+    """cls_only: only the CLS token queries (its row is all a classifier reads)."""
     b, t, d = x.shape
     hd = d // self.num_heads
     qkv = nn.Dense(3 * d, dtype=self.dtype, name="qkv")(x).reshape(b, t, 3, self.num_heads, hd)
     # (B, H, T, hd) batched matmuls: fastest layout on XLA:CPU in our tests.
     q, k, v = qkv.transpose(2, 0, 3, 1, 4)
+    if cls_only:
+      q, t = q[:, :, :1], 1
     logits = (q * hd**-0.5) @ k.swapaxes(-1, -2)
     if key_mask is not None:
       logits = jnp.where(key_mask[:, None, None, :], logits, -jnp.inf)
@@ -78,11 +82,12 @@ class Block(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, key_mask=None):
+  def __call__(self, x, key_mask=None, cls_only=False):
     norm = functools.partial(LayerNorm, dtype=self.dtype)
     dense = functools.partial(nn.Dense, dtype=self.dtype)
-    y, attn = Attention(self.num_heads, self.dtype, name="attn")(norm(name="norm1")(x), key_mask)
-    x = x + y
+    y, attn = Attention(self.num_heads, self.dtype, name="attn")(norm(name="norm1")(x), key_mask,
+                                                                 cls_only)
+    x = x[:, :1] + y if cls_only else x + y
     y = gelu(dense(self.mlp_dim, name="fc1")(norm(name="norm2")(x)))
     x = x + dense(x.shape[-1], name="fc2")(y)
     return x, attn
@@ -101,8 +106,12 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(self, images, keep_idx: Optional[jax.Array] = None,
-               keep_mask: Optional[jax.Array] = None):
-    """images: f32[B, H, W, C]; keep_idx: i32[B, K] or None; keep_mask: bool[B, K]."""
+               keep_mask: Optional[jax.Array] = None, logits_only: bool = False):
+    """images: f32[B, H, W, C]; keep_idx: i32[B, K] or None; keep_mask: bool[B, K].
+
+    logits_only: the last block runs for the CLS token alone (what the server needs; the
+    same logits for 1/depth less work) and `out` holds no attention maps or tokens.
+    """
     patches = patchify(images, self.patch_size)
     if patches.shape[1] != self.num_patches:
       raise ValueError(f"images give {patches.shape[1]} patches, model expects "
@@ -123,12 +132,12 @@ class ViT(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls + pos[:, :1], (x.shape[0], 1, self.width)), x], 1)
     out, attns = {}, []
     for i in range(self.depth):
-      x, attn = Block(self.num_heads, self.mlp_dim, self.dtype, name=f"blocks_{i}")(x, key_mask)
+      x, attn = Block(self.num_heads, self.mlp_dim, self.dtype, name=f"blocks_{i}")(
+          x, key_mask, logits_only and i == self.depth - 1)
       attns.append(attn)
     x = LayerNorm(dtype=self.dtype, name="norm")(x)
-    out["attns"] = attns
-    out["attn"] = attns[-1]
-    out["tokens"] = x[:, 1:].astype(jnp.float32)
+    if not logits_only:
+      out.update(attns=attns, attn=attns[-1], tokens=x[:, 1:].astype(jnp.float32))
     out["pre_logits"] = x[:, 0].astype(jnp.float32)
     logits = nn.Dense(self.num_classes, name="head",
                       kernel_init=nn.initializers.zeros)(out["pre_logits"])

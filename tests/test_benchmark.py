@@ -33,7 +33,7 @@ def test_smoke_run_has_every_row(tmp_path):
   expected = {"matmul fp32 128x128", "edge forward", "server forward K=4",
               "sage % of server K=4", "full sweep 5x1, 2/4 off",
               "sweep, threshold rules 2x1", "compile edge step",
-              "compile server K=4", "compile sweep step K=4"}
+              "compile server K=4", "compile sweep step K=4", "compile sweep step ceiling"}
   expected |= {f"select {rule} K=4" for rule in benchmark.TORCH_RULES}
   assert {r["name"] for r in rows} == expected
   assert len(rows) == len(expected)
@@ -109,9 +109,8 @@ def test_reference_sweep_answers_equal_sage_jax(setup):
   su = setup
   rules, budgets, n_off = list(benchmark.TORCH_RULES), [12], 2
   edge_step = sweep.make_edge_step(su.edge, "cls_attention", "min_entropy")
-  budget_step = sweep.make_server_steps(su.server, rules, su.config)[1]
-  steps = [lambda p, batch, k=k: budget_step(p, batch, k) for k in budgets]
-  outs = benchmark.jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put)
+  steps = sweep.make_server_steps(su.server, rules, su.config, su.mesh)
+  outs = benchmark.jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put, budgets)[1]
   specs = [sweep.method_spec(r, su.config) for r in rules]
   with torch.inference_mode():
     preds = benchmark.torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off)[0]

@@ -11,7 +11,7 @@ import sys, numpy as np, jax
 from configs import fmnist_sweep
 from sage_jax import sweep
 c = fmnist_sweep.get_config()
-c.num_images, c.budgets, c.batch_size, c.server_batch_size = 150, "4,16", 60, 36
+c.num_images, c.budgets, c.batch_size, c.server_batch_size = 150, "4,16,49", 60, 36
 c.methods = "random,topk,sage,threshold,tome"
 rec = sweep.evaluate_config(c)
 rec["n_devices"] = np.int64(jax.local_device_count())

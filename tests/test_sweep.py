@@ -3,12 +3,13 @@ import csv
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import fmnist_sweep
-from sage_jax import sweep
+from sage_jax import data, selection, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXED_SIZE = ("random", "grid", "topk", "diversity", "sage", "bat", "tome", "swap@0.25",
@@ -73,7 +74,7 @@ def test_numbers_are_sane(full_run):
 
 
 def test_per_image_records_independent_of_batch_sizes():
-  kw = dict(methods="random,sage,threshold", budgets="8", num_images=150)
+  kw = dict(methods="random,topk,sage,threshold", budgets="8,16,49", num_images=150)
   ref = sweep.evaluate_config(_config(batch_size=64, server_batch_size=64, **kw))
   for bs in (7, 1):
     other = sweep.evaluate_config(_config(batch_size=bs, server_batch_size=bs, **kw))
@@ -128,3 +129,71 @@ def test_coverage_on_constructed_selections():
                       [0, 2, 195, 194]])   # three cells; the last slot is masked out below
   mask = jnp.asarray([[True] * 4, [True] * 4, [True, True, True, False]])
   np.testing.assert_allclose(sweep.coverage(keep, mask, cells, 49), [1 / 49, 4 / 49, 3 / 49])
+
+
+def test_evidence_sets_forget_order_and_padding():
+  idx = jnp.asarray([[[3, 1, 0], [1, 3, 4]], [[2, 2, 2], [0, 1, 2]]])  # [2, 2, K=3]
+  mask = jnp.asarray([[[True, True, False], [True, True, False]],
+                      [[True, False, False], [True, True, True]]])
+  got = np.asarray(sweep.evidence_sets(idx, mask, 5))
+  want = [[[0, 1, 0, 1, 0], [0, 1, 0, 1, 0]], [[0, 0, 1, 0, 0], [1, 1, 1, 0, 0]]]
+  np.testing.assert_array_equal(got, np.asarray(want, bool))
+
+
+def test_first_match_points_at_the_first_equal_set():
+  n, b = 4, 1
+  known = np.zeros((2, b, n), bool)
+  known[0] = True            # the ceiling: every patch
+  known[1, 0, 0] = True      # a previous budget's row: patch 0
+  rows = np.zeros((4, b, n), bool)
+  rows[0, 0, 0] = True       # = known row 1
+  rows[1, 0, [1, 2]] = True  # new
+  rows[2, 0, [1, 2]] = True  # = row 1 of this budget (index 2 + 1)
+  rows[3] = True             # = the ceiling
+  source, fresh = sweep._first_match(jnp.asarray(rows), jnp.asarray(known))
+  np.testing.assert_array_equal(np.asarray(source)[:, 0], [1, 3, 3, 0])
+  np.testing.assert_array_equal(np.asarray(fresh)[:, 0], [False, True, False, False])
+
+
+@pytest.mark.parametrize("fresh_rows", [[], [5], [0, 3, 4, 7, 8, 11], list(range(12))])
+def test_forward_fresh_computes_every_fresh_row(fresh_rows):
+  r, b, k = 3, 4, 2
+  images = jnp.arange(b, dtype=jnp.float32).reshape(b, 1, 1, 1)
+  keep_idx = jnp.arange(r * b * k, dtype=jnp.int32).reshape(r, b, k) % 7
+  keep_mask = jnp.ones((r, b, k), bool)
+  # A stand-in server whose answer names the row: image value + sum of the kept indices.
+  forward = lambda x, idx, mask: jax.nn.one_hot(
+      x[:, 0, 0, 0].astype(jnp.int32) + (idx * mask).sum(-1), 64)
+  fresh = np.zeros(r * b, bool)
+  fresh[fresh_rows] = True
+  pred, finite = jax.jit(lambda f: sweep._forward_fresh(forward, images, keep_idx, keep_mask, f))(
+      jnp.asarray(fresh.reshape(r, b)))
+  want = np.arange(b)[None] + np.asarray(keep_idx).sum(-1)
+  np.testing.assert_array_equal(np.asarray(pred).ravel()[fresh], want.ravel()[fresh])
+  assert np.asarray(finite).all()
+
+
+def test_budget_steps_reuse_seen_evidence_and_match_a_plain_forward():
+  """Every prediction equals the server run on that rule's own selection, while the server
+  skips what it has already seen: every rule at K = N, threshold beyond its demand."""
+  c = _config(methods="topk,threshold,sum_threshold,diversity,sage", budgets="4,16,49")
+  methods, budgets, (edge_model, edge_params), (model, params), _ = sweep.prepare(c)
+  images = next(data.eval_batches(c.dataset, 40))["image"]
+  out = sweep.make_edge_step(edge_model, c.importance, c.gate.measure)(edge_params, images)
+  batch = dict(image=jnp.asarray(images), index=jnp.arange(40, dtype=jnp.int32),
+               importance=out["importance"], tokens=out["tokens"], valid=jnp.ones(40, bool))
+  steps = sweep.make_server_steps(model, methods, c)
+  _, outs = sweep.run_budgets(*steps, params, batch, budgets)
+  specs = [sweep.method_spec(m, c) for m in methods]
+  for k, o in zip(budgets, outs):
+    for r, (name, kw) in enumerate(specs):
+      s = selection.select_batch(name, batch["importance"], batch["tokens"], batch["index"], k,
+                                 c.seed, **kw)
+      want = model.apply({"params": params}, batch["image"], s.keep_idx, s.keep_mask)[0]
+      np.testing.assert_array_equal(o["server_pred"][r], want.argmax(-1), err_msg=f"{name} {k}")
+  fresh = {k: np.asarray(o["fresh"]) for k, o in zip(budgets, outs)}
+  assert fresh[4][0].all() and not fresh[4][1:3].any()  # threshold rules = top-K at K = 4
+  assert not fresh[49][[0, 3, 4]].any()                  # K = N: the ceiling
+  demand = np.asarray(outs[2]["demand"][1])  # threshold: the same set at 16 and 49 iff <= 16
+  assert 0 < (demand <= 16).sum() < len(demand)
+  np.testing.assert_array_equal(fresh[49][1], (demand > 16) & (demand < 49))

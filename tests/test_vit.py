@@ -72,6 +72,18 @@ def test_masked_padding_leaves_logits_unchanged(small):
   assert np.abs(np.asarray(unmasked - want)).max() > 1e-4
 
 
+def test_logits_only_gives_the_same_logits(small):
+  model, params, images = small
+  idx = jnp.asarray([[3, 7, 0, 12, 5, 9]] * 6)
+  mask = jnp.asarray([[True] * 4 + [False] * 2] * 6)
+  for args in ((), (idx,), (idx, mask)):
+    logits, out = model.apply({"params": params}, images, *args)
+    fast, fast_out = model.apply({"params": params}, images, *args, logits_only=True)
+    np.testing.assert_allclose(fast, logits, atol=1e-5)
+    np.testing.assert_allclose(fast_out["pre_logits"], out["pre_logits"], atol=1e-5)
+    assert "tokens" not in fast_out and "attn" not in fast_out
+
+
 def test_variants_and_bad_sizes():
   assert vit.decode_variant("B/16")["width"] == 768
   with pytest.raises(ValueError, match="unknown ViT variant"):
