@@ -39,6 +39,8 @@ prediction and the all-patch ceiling:
   reference: for each (rule, budget): edge on the batch again, select, server on the
              offloaded images only (per image for the threshold rules); then one more pass
              for the ceiling.
+The "server rows run" row counts the (rule, budget, image) rows sage_jax's server ran on,
+against all of them (the reference runs every one).
 The threshold rules' row: sage_jax's sweep over those rules alone (ceiling included)
 against their share of the reference's full sweep plus its ceiling pass.
 """
@@ -402,14 +404,16 @@ def sweep_rows(su, shape, rules, budgets, n_off, edge_step, edge_out, timed):
   compiles = [_row(shape, f"compile sweep step {name}", "s", secs)
               for name, secs in zip(["ceiling"] + [f"K={k}" for k in budgets], seconds)]
   specs = [sweep.method_spec(r, su.config) for r in rules]
-  t_jax = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put,
-                                  budgets), warmup=0)
+  t_jax, (_, outs) = timed(lambda: jax_sweep(edge_step, steps, su.params, su.images, n_off,
+                                             su.put, budgets), warmup=0, output=True)
   t_torch, (_, rule_seconds, ceiling_seconds) = timed(
       lambda: torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off), warmup=0,
       output=True)
   batch = len(su.images)
   rows = [_row(shape, f"full sweep {len(rules)}x{len(budgets)}, {n_off}/{batch} off", "img/s",
-               batch / t_jax, batch / t_torch)]
+               batch / t_jax, batch / t_torch),
+          _row(shape, "full sweep, server rows run", "rows",
+               sum(int(o["fresh"].sum()) for o in outs), len(rules) * len(budgets) * n_off)]
   thresholds = [i for i, (name, _) in enumerate(specs) if name in THRESHOLD_RULES]
   if thresholds:
     steps = compiled_steps([rules[i] for i in thresholds])[0]
