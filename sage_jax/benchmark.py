@@ -332,8 +332,9 @@ def make_setup(config, batch) -> Setup:
   ndev = jax.local_device_count()
   images = np.random.default_rng(1).standard_normal(
       (-(-batch // ndev) * ndev, ds.image_size, ds.image_size, ds.channels), np.float32)
-  return Setup(config, put, mesh, edge, server, (put_params(edge_params), put_params(server_params)),
-               torch_models, images, torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+  return Setup(config, put, mesh, edge, server,
+               (put_params(edge_params), put_params(server_params)), torch_models, images,
+               torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
 
 
 def forward_rows(su, shape, budgets, timed, peak):

@@ -218,33 +218,33 @@ def make_server_steps(model, methods, config, mesh=None):
     keep_mask = jnp.stack([s.keep_mask for s in sels])
     sets = evidence_sets(keep_idx, keep_mask, n)
     source, fresh = _first_match(sets, known["sets"])
+    fresh &= batch["valid"][None]  # padding rows of the last server batch: never run
     forward = lambda x, idx, mask: model.apply({"params": params}, x, idx, mask, True)[0]
-    pred, finite = _forward_fresh(forward, batch["image"], keep_idx, keep_mask,
-                                  fresh & batch["valid"][None])
+    pred, finite = _forward_fresh(forward, batch["image"], keep_idx, keep_mask, fresh)
     pick = lambda old, new: jnp.take_along_axis(jnp.concatenate([old, new]), source, 0)
     pred, finite = pick(known["pred"], pred), pick(known["finite"], finite)
     out = dict(server_pred=pred, units=keep_mask.sum(-1).astype(jnp.int32),
                demand=jnp.stack([s.demand for s in sels]).astype(jnp.int32),
                coverage=coverage(keep_idx, keep_mask, cells, n_cells), finite=finite,
-               fresh=fresh & batch["valid"][None])
+               fresh=fresh)
     keep = lambda old, new: jnp.concatenate([old[:1], new])
     return out, dict(sets=keep(known["sets"], sets), pred=keep(known["pred"], pred),
                      finite=keep(known["finite"], finite))
 
-  if mesh is not None:
+  step = budget_step
+  if mesh is not None:  # every device checks and runs its own rows; no row crosses devices
     P = jax.sharding.PartitionSpec
-    rows, split = P(None, "batch"), P("batch")
+    rows = P(None, "batch")
     known_spec = dict(sets=rows, pred=rows, finite=rows)
-    out_spec = {k: rows for k in ("server_pred", "units", "demand", "coverage", "finite",
-                                  "fresh")}
-    local_step = budget_step
+    out_spec = dict.fromkeys(("server_pred", "units", "demand", "coverage", "finite", "fresh"),
+                             rows)
 
-    def budget_step(params, batch, known, budget):
-      return jax.shard_map(lambda p, b, kn: local_step(p, b, kn, budget), mesh=mesh,
-                           in_specs=(P(), split, known_spec), out_specs=(out_spec, known_spec),
-                           check_vma=False)(params, batch, known)
+    def step(params, batch, known, budget):
+      local = lambda p, b, kn: budget_step(p, b, kn, budget)
+      return jax.shard_map(local, mesh=mesh, in_specs=(P(), P("batch"), known_spec),
+                           out_specs=(out_spec, known_spec), check_vma=False)(params, batch, known)
 
-  return ceiling_step, jax.jit(budget_step, static_argnums=3)
+  return ceiling_step, jax.jit(step, static_argnums=3)
 
 
 def _rebatch(parts, size):
