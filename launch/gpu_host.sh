@@ -15,12 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-die() { printf 'gpu_host.sh: %s (see --help)\n' "$*" >&2; exit 2; }
-run() {  # print the command, then run it unless --dry-run
-  printf '+'; printf ' %q' "$@"; printf '\n'
-  if ((dry_run == 0)); then "$@"; fi
-}
+# shellcheck source=launch/common.sh
+source launch/common.sh
 
 edge="" server="" data_dir="" workdir="results/imagenet" py="python3" install=1 dry_run=0
 extra=()

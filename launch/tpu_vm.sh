@@ -22,12 +22,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-die() { printf 'tpu_vm.sh: %s (see --help)\n' "$*" >&2; exit 2; }
-run() {  # print the command, then run it unless --dry-run
-  printf '+'; printf ' %q' "$@"; printf '\n'
-  if ((dry_run == 0)); then "$@"; fi
-}
+# shellcheck source=launch/common.sh
+source launch/common.sh
 
 name="" zone="" project="" accel="v4-8" version="tpu-ubuntu2204-base" data_dir=""
 edge="" server="" workdir="results/imagenet_tpu" dry_run=0
@@ -74,7 +70,10 @@ else
   run "${tpu[@]}" create "${name}" "${where[@]}" "${shape[@]}"
 fi
 
-tgz="${TMPDIR:-/tmp}/sage_jax_$$.tgz"
+# The workers unpack ~/sage_jax.tgz, so the archive keeps that name.
+tmp=$(mktemp -d)
+trap 'rm -rf "${tmp}"' EXIT
+tgz="${tmp}/sage_jax.tgz"
 run tar -czf "${tgz}" --exclude=./.git --exclude=./.venv --exclude=./results \
   --exclude=./checkpoints --exclude='*.safetensors' --exclude='*.pth' .
 run "${tpu[@]}" scp "${tgz}" "${edge}" "${server}" "${name}:~/" --worker=all "${where[@]}"
