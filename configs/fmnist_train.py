@@ -4,7 +4,7 @@
 """
 import ml_collections
 
-from configs import fmnist_sweep
+from sage_jax import defaults
 
 # role -> (variant, epochs, crop_pad, patch-drop keep buckets or None, output file).
 # The edge is small and briefly trained with augmentation so that it is clearly
@@ -22,7 +22,7 @@ def get_config(role="server"):
   variant, epochs, crop_pad, keep, output = ROLES[role]
   c = ml_collections.ConfigDict()
   c.mode = "train"
-  c.dataset = fmnist_sweep.get_config().dataset
+  c.dataset = defaults.fmnist_dataset()
   c.train = ml_collections.ConfigDict(dict(
       variant=variant,
       epochs=epochs,

@@ -1,8 +1,7 @@
 """Uplink arithmetic: bits per evidence unit, units per bit budget, latency per channel.
 
 A unit is one raw image patch plus its position index. Latency here is serialisation
-time only (bits / rate) plus an optional fixed per-request overhead; no queueing,
-retransmission or protocol headers.
+time only (bits / rate); no queueing, retransmission or protocol headers.
 """
 import math
 import numbers
@@ -59,14 +58,14 @@ def units_for_bits(budget_bits, bits_per_unit) -> int:
   return units
 
 
-def latency_ms(bits, rate_bps, overhead_ms=0.0):
-  """Serialisation time of `bits` at `rate_bps`, in ms, plus a fixed overhead (arrays work)."""
+def latency_ms(bits, rate_bps):
+  """Serialisation time of `bits` at `rate_bps`, in ms (arrays work)."""
   if not rate_bps > 0:
     raise ValueError(f"rate_bps {rate_bps} is not allowed; it must be > 0")
-  return bits / rate_bps * 1e3 + overhead_ms
+  return bits / rate_bps * 1e3
 
 
-def channel_table(budgets, bits_per_unit, rates=None, overhead_ms=0.0) -> list:
+def channel_table(budgets, bits_per_unit, rates=None) -> list:
   """One row per budget K: dict(budget, bits, latency_ms_<channel> for each rate).
 
   rates: {name: bits/s}; None means CHANNELS.
@@ -76,6 +75,22 @@ def channel_table(budgets, bits_per_unit, rates=None, overhead_ms=0.0) -> list:
   for k in budgets:
     bits = int(k) * bits_per_unit
     row = dict(budget=int(k), bits=bits)
-    row.update({f"latency_ms_{name}": latency_ms(bits, r, overhead_ms) for name, r in rates.items()})
+    row.update({f"latency_ms_{name}": latency_ms(bits, r) for name, r in rates.items()})
     rows.append(row)
   return rows
+
+
+def parse_rates(spec: str) -> dict:
+  """'name=bits_per_s,...' -> {name: rate}; '' -> CHANNELS."""
+  if not spec:
+    return dict(CHANNELS)
+  rates = {}
+  for item in spec.split(","):
+    name, _, value = item.partition("=")
+    try:
+      rates[name.strip()] = float(value)
+    except ValueError:
+      raise ValueError(f"report.rates item {item!r} is not name=bits_per_second") from None
+    if not rates[name.strip()] > 0:
+      raise ValueError(f"report.rates item {item!r}: the rate must be > 0 bits/s")
+  return rates

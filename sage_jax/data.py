@@ -51,6 +51,12 @@ def normalize(images_u8: np.ndarray, cfg) -> np.ndarray:
   return (x - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
 
 
+def to_uint8(images: np.ndarray, cfg) -> np.ndarray:
+  """normalize's inverse, rounded to 8 bits: f32[..., C] -> u8[..., C] (for figures)."""
+  x = np.clip(images * np.asarray(cfg.std) + np.asarray(cfg.mean), 0.0, 1.0)
+  return np.round(x * 255).astype(np.uint8)
+
+
 def eval_batches(cfg, batch_size: int, start: int = 0, stop: int = -1):
   """Yields images [start, stop) of the split (stop=-1: to the end) as dicts
   image f32[B,H,W,C], label i32[B], index i32[B] (position in the split), valid bool[B].

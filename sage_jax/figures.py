@@ -11,6 +11,9 @@ from sage_jax import channel
 from sage_jax.workdir import atomic_write
 
 DPI = 100
+DIM = 0.25                   # unsent pixels are multiplied by this
+OUTLINE = (1.0, 0.55, 0.0)   # the sent region's 1-px inner edge (a sent dark patch is invisible otherwise)
+MIN_PANEL_PX = 112           # small images are scaled up to at least this many pixels a side
 
 
 def _pyplot():
@@ -42,7 +45,7 @@ def sent_mask(shape_hw, keep_idx, keep_mask, patch_size):
   return np.pad(sent, ((0, h - sent.shape[0]), (0, w - sent.shape[1])))
 
 
-def sent_panel(image, sent, dim=0.25):
+def sent_panel(image, sent, dim=DIM):
   """f32[H, W, 3] in [0, 1]: image (f32[H, W, C], C = 1 or 3) with pixels not in sent dimmed."""
   image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
   rgb = np.broadcast_to(image, image.shape[:2] + (3,)) if image.shape[-1] == 1 else image[..., :3]
@@ -56,18 +59,15 @@ def _edge(mask):
   return mask & ~inner
 
 
-def selection_map(images, keep_idx, keep_mask, rule_names, patch_size, path, dim=0.25,
-                  row_labels=None, show_input=True, outline=(1.0, 0.55, 0.0),
-                  min_panel_px=112) -> dict:
+def selection_map(images, keep_idx, keep_mask, rule_names, patch_size, path) -> dict:
   """Grid of example images (rows) by rules (columns): sent patches bright, the rest dimmed.
 
   images: f32[R, H, W, C] display-ready in [0, 1] (C = 1 grayscale or 3 RGB); keep_idx:
   i32[R, M, K] for row r and rule m; keep_mask: bool[R, M, K] or None; rule_names: M
-  column titles; row_labels: R strings or None. With show_input the first column is the
-  untouched image. Each image pixel becomes an s x s block, s = ceil(min_panel_px / max(H,
-  W)), so small images stay legible; the canvas is pasted pixel-exact (no resampling).
-  Unsent pixels are multiplied by `dim`; the sent region gets a 1-px `outline` (RGB, None
-  for none) on its inner edge, because a sent dark patch is invisible otherwise.
+  column titles. The first column is the untouched image. Each image pixel becomes an
+  s x s block, s = ceil(MIN_PANEL_PX / max(H, W)), so small images stay legible; the
+  canvas is pasted pixel-exact (no resampling). Unsent pixels are multiplied by DIM; the
+  sent region gets a 1-px OUTLINE on its inner edge.
   Returns {(row, col): (top, left, height, width)}: where each panel sits in the PNG.
   """
   images = np.asarray(images)
@@ -77,26 +77,24 @@ def selection_map(images, keep_idx, keep_mask, rule_names, patch_size, path, dim
   if keep_idx.shape[0] != r_count or len(rule_names) != m_count:
     raise ValueError(f"keep_idx {keep_idx.shape} does not match {r_count} images and "
                      f"{len(rule_names)} rule names")
-  s = max(1, math.ceil(min_panel_px / max(h, w)))
+  s = max(1, math.ceil(MIN_PANEL_PX / max(h, w)))
   ph, pw = h * s, w * s
-  gap, top = 6, 22
-  left = 8 + (90 if row_labels is not None else 0)
-  titles = (["input"] if show_input else []) + list(rule_names)
+  gap, top, left = 6, 22, 8
+  titles = ["input"] + list(rule_names)
   height, width = top + r_count * (ph + gap), left + len(titles) * (pw + gap) + 2
   canvas = np.ones((height, width, 3), np.float32)
   boxes = {}
+  big = lambda a: np.repeat(np.repeat(a, s, 0), s, 1)
   for r in range(r_count):
-    masks = [None] if show_input else []
-    masks += [sent_mask((h, w), keep_idx[r, m], None if keep_mask is None else keep_mask[r, m],
-                        patch_size) for m in range(m_count)]
+    masks = [None] + [sent_mask((h, w), keep_idx[r, m],
+                                None if keep_mask is None else keep_mask[r, m], patch_size)
+                      for m in range(m_count)]
     for c, mask in enumerate(masks):
-      big = lambda a: np.repeat(np.repeat(a, s, 0), s, 1)
       if mask is None:
         panel = big(sent_panel(images[r], np.ones((h, w), bool)))
       else:
-        panel = big(sent_panel(images[r], mask, dim))
-        if outline is not None:
-          panel[_edge(big(mask))] = outline
+        panel = big(sent_panel(images[r], mask, DIM))
+        panel[_edge(big(mask))] = OUTLINE
       y, x = top + r * (ph + gap), left + c * (pw + gap)
       canvas[y:y + ph, x:x + pw] = panel
       boxes[(r, c)] = (y, x, ph, pw)
@@ -108,9 +106,6 @@ def selection_map(images, keep_idx, keep_mask, rule_names, patch_size, path, dim
   for c, title in enumerate(titles):
     fig.text((left + c * (pw + gap) + pw / 2) / width, 1 - (top - 6) / height, title,
              ha="center", va="bottom", fontsize=9)
-  for r, label in enumerate(row_labels or []):
-    fig.text(6 / width, 1 - (top + r * (ph + gap) + ph / 2) / height, label, ha="left",
-             va="center", fontsize=8)
   _save(fig, path)
   return boxes
 
@@ -120,14 +115,13 @@ X_AXES = {"budget": "budget K (patches sent)",
           "latency_ms": "uplink latency per offloaded request (ms)"}
 
 
-def accuracy_plot(rows, path, x="budget", rate="nb_iot", overhead_ms=0.0, title=None):
+def accuracy_plot(rows, path, x="budget", rate="nb_iot"):
   """Offloaded accuracy vs x, one line per rule, 95% CI bars, server ceiling as a dashed line.
 
   rows: dicts like metrics.summarize's (method, budget, offloaded_acc, ceiling_acc,
   bits_per_request, ...); optional offloaded_acc_lo / offloaded_acc_hi give error bars and
   ceiling_acc_lo / ceiling_acc_hi a shaded band. x: "budget", "bits_per_request" or
-  "latency_ms" (bits_per_request sent at `rate`, a channel.CHANNELS name or bits/s, plus
-  overhead_ms).
+  "latency_ms" (bits_per_request sent at `rate`, a channel.CHANNELS name or bits/s).
   """
   if x not in X_AXES:
     raise ValueError(f"x {x!r} is not allowed; allowed: {', '.join(X_AXES)}")
@@ -139,9 +133,8 @@ def accuracy_plot(rows, path, x="budget", rate="nb_iot", overhead_ms=0.0, title=
                          "or a rate in bits/s")
       rate = channel.CHANNELS[name]
     speed = f"{rate / 1e6:g} Mbit/s" if rate >= 1e6 else f"{rate / 1e3:g} kbit/s"
-    label = (f"{X_AXES[x]}, {name + ' ' if name else ''}at {speed}"
-             f"{f' + {overhead_ms:g} ms' if overhead_ms else ''}")
-    xs_of = lambda r: channel.latency_ms(r["bits_per_request"], rate, overhead_ms)
+    label = f"{X_AXES[x]}, {name + ' ' if name else ''}at {speed}"
+    xs_of = lambda r: channel.latency_ms(r["bits_per_request"], rate)
   else:
     label = X_AXES[x]
     xs_of = lambda r: r[x]
@@ -179,8 +172,6 @@ def accuracy_plot(rows, path, x="budget", rate="nb_iot", overhead_ms=0.0, title=
   ax.autoscale_view()
   ax.set_xlabel(label)
   ax.set_ylabel("accuracy on offloaded images (%)")
-  if title:
-    ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, ncol=2 if len(ax.get_legend_handles_labels()[0]) > 6 else 1)
   fig.tight_layout()

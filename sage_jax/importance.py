@@ -1,7 +1,11 @@
-"""Patch importance from the edge's attention (pure, one example; vmap for a batch).
+"""Patch importance from the edge's intermediates (pure, one example; vmap for a batch).
 
-Both scores are non-negative and sum to 1 over the N patches, so thresholds
-are comparable across images (uniform importance = 1/N).
+An importance function maps the edge's intermediates for one image, `out` (see
+`vit.ViT`: "attns", a list over blocks of f32[H, T, T] with CLS first, and
+"tokens", f32[N, D]), to f32[N]. Every one is non-negative and sums to 1 over
+the N patches, so thresholds are comparable across images (uniform importance
+= 1/N). Adding one: a function plus an entry in IMPORTANCES; a sweep then runs
+any rule on it as `rule:name`.
 """
 import jax.numpy as jnp
 
@@ -10,14 +14,15 @@ def _normalize(x):
   return x / jnp.maximum(jnp.sum(x), 1e-12)
 
 
-def cls_attention(attns):
-  """Last block's CLS->patch attention, mean over heads. attns: list of f32[H, T, T] -> f32[N]."""
-  return _normalize(attns[-1][:, 0, 1:].mean(0))
+def cls_attention(out):
+  """Last block's CLS->patch attention, mean over heads -> f32[N]."""
+  return _normalize(out["attns"][-1][:, 0, 1:].mean(0))
 
 
-def rollout(attns):
+def rollout(out):
   """Attention rollout (Abnar & Zuidema 2020): head-mean, add identity for the residual,
   row-normalise, multiply through the blocks; CLS row over patches -> f32[N]."""
+  attns = out["attns"]
   t = attns[0].shape[-1]
   joint = jnp.eye(t)
   for a in attns:
@@ -26,10 +31,10 @@ def rollout(attns):
   return _normalize(joint[0, 1:])
 
 
-SCORES = {"cls_attention": cls_attention, "rollout": rollout}
+IMPORTANCES = {"cls_attention": cls_attention, "rollout": rollout}
 
 
-def get_score(name: str):
-  if name not in SCORES:
-    raise ValueError(f"unknown importance {name!r}; allowed: {', '.join(SCORES)}")
-  return SCORES[name]
+def get(name: str):
+  if name not in IMPORTANCES:
+    raise ValueError(f"unknown importance {name!r}; allowed: {', '.join(IMPORTANCES)}")
+  return IMPORTANCES[name]

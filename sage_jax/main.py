@@ -25,8 +25,9 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (--distributed)
 flags.DEFINE_integer("process_id", None, "This process's index (--distributed).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# What bad input raises; anything else is a bug and keeps its traceback.
-INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError, KeyError)
+# What the code raises on purpose for bad input; anything else is a bug and keeps its
+# traceback.
+INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError)
 
 
 def run(config, workdir: str, new_subdir: bool = False):
@@ -54,8 +55,7 @@ def main(argv):
   except INPUT_ERRORS as e:
     if FLAGS.verbose:
       traceback.print_exc()
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f"error: {msg}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -2,8 +2,12 @@
 
 Intervals are percentile bootstraps over images (stats.bootstrap_ci); every rule
 is compared with `topk` on the same offloaded images (paired bootstrap of the
-accuracy difference and an exact McNemar test).
+accuracy difference and an exact McNemar test). Spatial coverage is computed per
+image inside the sweep's jitted step (`coverage`) and averaged here.
 """
+import math
+
+import jax
 import numpy as np
 
 from sage_jax import stats
@@ -15,6 +19,20 @@ COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_a
            "acc_low_attn_entropy", "acc_high_attn_entropy",
            "diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi", "p_vs_topk",
            "n_images", "n_offloaded")
+
+
+def coverage_cells(num_patches: int, coarse: int) -> np.ndarray:
+  """i32[N]: the cell of a coarse x coarse grid that each patch of the square patch grid lies in."""
+  g = math.isqrt(num_patches)
+  r, c = np.divmod(np.arange(num_patches), g)
+  return (r * coarse // g * coarse + c * coarse // g).astype(np.int32)
+
+
+def coverage(keep_idx, keep_mask, cells, n_cells: int):
+  """Share of coarse cells holding a sent patch. keep_idx i32[..., K], keep_mask bool[..., K],
+  cells i32[N] (coverage_cells) -> f32[...]."""
+  hit = (jax.nn.one_hot(cells[keep_idx], n_cells) * keep_mask[..., None]).max(-2)
+  return hit.sum(-1) / n_cells
 
 
 def _mean(x):

@@ -1,11 +1,11 @@
 """Offload gate: when is the edge unsure enough to ask the server?
 
-Each measure maps the edge's logits f32[C] to an uncertainty score where
-larger means less sure; an image is offloaded when score > threshold. For
-`margin` the score is minus the top-2 probability gap, so "offload when the
-margin is below eta" is score > -eta. `fraction` ranks images by min-entropy
-and offloads a fixed share of the least confident (threshold calibrated on the
-evaluated images, see `calibrate_fraction`).
+Each measure maps the edge's logits f32[C] to an uncertainty where larger
+means less sure; an image is offloaded when uncertainty > threshold. For
+`margin` the uncertainty is minus the top-2 probability gap, so "offload when
+the margin is below eta" is uncertainty > -eta. `fraction` ranks images by
+min-entropy and offloads a fixed share of the least confident (the threshold is
+calibrated on the evaluated images, see `calibrate_fraction`).
 """
 import jax
 import jax.numpy as jnp
@@ -39,19 +39,25 @@ def get_measure(name: str):
   return MEASURES[name]
 
 
-def threshold_for(gate) -> float:
-  """Config -> score threshold (for fixed-threshold measures)."""
+def threshold(gate, uncertainties=None) -> float:
+  """The gate (measure, eta, fraction) -> uncertainty threshold.
+
+  For `fraction`, `uncertainties()` returns every evaluated image's uncertainty: the
+  share is calibrated on them (one more edge pass; the other measures need none).
+  """
+  if gate.measure == "fraction":
+    return calibrate_fraction(uncertainties(), gate.fraction)
   if gate.measure == "margin":
     return -float(gate.eta)
   return float(gate.eta)
 
 
-def calibrate_fraction(scores: np.ndarray, fraction: float) -> float:
-  """Threshold t with `score > t` true for the round(fraction * n) highest scores
-  (fewer when scores tie at the boundary)."""
+def calibrate_fraction(uncertainties: np.ndarray, fraction: float) -> float:
+  """Threshold t with `uncertainty > t` true for the round(fraction * n) highest
+  uncertainties (fewer when they tie at the boundary)."""
   if not 0.0 <= fraction <= 1.0:
     raise ValueError(f"offload fraction {fraction} is not allowed; it must be in [0, 1]")
-  n_off = int(round(fraction * len(scores)))
-  if n_off == len(scores):
+  n_off = int(round(fraction * len(uncertainties)))
+  if n_off == len(uncertainties):
     return -float("inf")
-  return float(np.sort(scores)[len(scores) - n_off - 1])
+  return float(np.sort(uncertainties)[len(uncertainties) - n_off - 1])

@@ -143,45 +143,28 @@ def report_md(rows, claims, channel_rows, map_budget, channel_name) -> str:
       "## All results", "", markdown_table(rows, cols), ""])
 
 
-def channel_rates(spec: str) -> dict:
-  """'name=bits_per_s,...' -> {name: rate}; '' -> channel.CHANNELS."""
-  if not spec:
-    return dict(channel.CHANNELS)
-  rates = {}
-  for item in spec.split(","):
-    name, _, value = item.partition("=")
-    try:
-      rates[name.strip()] = float(value)
-    except ValueError:
-      raise ValueError(f"report.rates item {item!r} is not name=bits_per_second") from None
-  return rates
+def write_all(rows, workdir, records, plan, examples=None):
+  """results.csv/.json, per_image.npz, the plots and report.md.
 
-
-def write_all(rows, workdir, records=None, *, num_patches=None, bits_per_unit=None,
-              report_cfg=None, examples=None):
-  """results.csv/.json (+ per_image.npz); with report_cfg also the plots and report.md.
-
-  examples: (images f32[R, H, W, C] in [0, 1], keep_idx i32[R, M, K], keep_mask, names,
-  patch_size) for the selection map.
+  examples: the selection map's rows (`pipeline.MAP_KEYS`: u8 images [M, H, W, C],
+  keep_idx / keep_mask [M, R, K] at plan.report.map_budget), or None.
   """
   atomic_write(os.path.join(workdir, "results.csv"), to_csv(rows))
   atomic_write(os.path.join(workdir, "results.json"),
                (json.dumps(rows, indent=1, allow_nan=True) + "\n").encode())
-  if records is not None:
-    atomic_write(os.path.join(workdir, "per_image.npz"), npz_bytes(records))
+  atomic_write(os.path.join(workdir, "per_image.npz"), npz_bytes(records))
+  cfg = plan.report
+  rates = dict(cfg.rates)
   figures.accuracy_plot(rows, os.path.join(workdir, "curves.png"))
-  if report_cfg is None:
-    return
-  rates = channel_rates(report_cfg.rates)  # checked in sweep.validate
   figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_bits.png"), x="bits_per_request")
   figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_latency.png"), x="latency_ms",
-                        rate=rates[report_cfg.channel])
-  if examples is not None:
-    images, keep_idx, keep_mask, names, patch = examples
-    figures.selection_map(images, keep_idx, keep_mask, names, patch,
+                        rate=rates[cfg.channel])
+  if examples is not None and len(examples["map_image"]):
+    figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"],
+                          examples["map_keep_mask"], plan.labels, plan.patch_size,
                           os.path.join(workdir, "selection_map.png"))
-  budgets = sorted({r["budget"] for r in rows})
-  claims = paper_claims(rows, num_patches, tuple(report_cfg.moderate))
-  md = report_md(rows, claims, channel.channel_table(budgets, bits_per_unit, rates),
-                 report_cfg.map_budget, report_cfg.channel)
+  claims = paper_claims(rows, plan.num_patches, cfg.moderate)
+  md = report_md(rows, claims,
+                 channel.channel_table(sorted(plan.budgets), plan.bits_per_unit, rates),
+                 cfg.map_budget, cfg.channel)
   atomic_write(os.path.join(workdir, "report.md"), md.encode())

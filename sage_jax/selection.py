@@ -1,15 +1,23 @@
 """Selection rules: which K of N patches go up the link.
 
 Each rule is a pure function for ONE example,
-  rule(importance: f32[N], embeddings: f32[N, D], key, budget: int, **kw) -> Selection,
+  rule(importance: f32[N], embeddings: f32[N, D], key, budget: int, *, param=default, ...)
+  -> Selection,
 with a static budget K so it jits and vmaps; `select_batch` vmaps it over a
 batch. Rules with a variable count (threshold rules) return K slots plus a
 validity mask; `demand` is how many units the rule wanted before the hard
 budget capped it (demand > K means the cap bound). Ties break to the lowest
-patch index everywhere. Adding a rule: one function plus one line in RULES.
+patch index everywhere. A rule checks its own parameters (ValueError), so a
+sweep traces every rule once before any data is read.
+
+Adding a rule: one function plus one entry in RULES. Its keyword parameters and
+their defaults come from its signature; `Rule.primary` names the one that
+`rule@value` sets. Sweeps reach every parameter as
+`--config.rule_params.<rule>.<param>` (configs build that from RULES).
 """
+import inspect
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -65,10 +73,10 @@ def grid_indices(n: int, budget: int, grid_hw=None) -> np.ndarray:
   return np.asarray(idx, np.int32)
 
 
-def grid(importance, embeddings, key, budget, grid_hw=None):
-  """Fixed evenly spread grid; ignores the content."""
+def grid(importance, embeddings, key, budget):
+  """Fixed evenly spread grid over the square patch grid; ignores the content."""
   del embeddings, key
-  return _fixed(jnp.asarray(grid_indices(importance.shape[0], budget, grid_hw)), budget)
+  return _fixed(jnp.asarray(grid_indices(importance.shape[0], budget)), budget)
 
 
 def topk(importance, embeddings, key, budget):
@@ -78,10 +86,15 @@ def topk(importance, embeddings, key, budget):
   return _fixed(_top(importance, budget), budget)
 
 
-def threshold(importance, embeddings, key, budget, delta):
-  """Im et al. 2024: every patch with importance >= delta, capped at K (at least one)."""
+def threshold(importance, embeddings, key, budget, delta=None):
+  """Im et al. 2024: every patch with importance >= delta, capped at K (at least one).
+
+  delta=None: 1/N, the importance of every patch when attention is uniform.
+  """
   del embeddings, key
-  _check_budget(budget, importance.shape[0])
+  n = importance.shape[0]
+  _check_budget(budget, n)
+  delta = 1.0 / n if delta is None else delta
   importance = jnp.asarray(importance)
   idx = _top(importance, budget)
   mask = (importance[idx] >= delta).at[0].set(True)
@@ -89,7 +102,7 @@ def threshold(importance, embeddings, key, budget, delta):
   return Selection(idx.astype(jnp.int32), mask, demand)
 
 
-def sum_threshold(importance, embeddings, key, budget, delta):
+def sum_threshold(importance, embeddings, key, budget, delta=0.9):
   """Im et al. 2024: most important first while the cumulative sum <= delta, capped at K."""
   del embeddings, key
   n = importance.shape[0]
@@ -286,21 +299,32 @@ def tome(importance, embeddings, key, budget):
   return _fixed(reps[_top(importance[reps], budget)], budget)
 
 
+class Rule(NamedTuple):
+  """A registry entry: the rule's function and the parameter `rule@value` sets (if any)."""
+  fn: Callable
+  primary: Optional[str] = None
+
+  def params(self) -> dict:
+    """{name: default} of the keyword parameters after `budget`, from the signature."""
+    sig = list(inspect.signature(self.fn).parameters.values())
+    return {p.name: p.default for p in sig[4:]}
+
+
 RULES = {
-    "random": random,
-    "grid": grid,
-    "topk": topk,
-    "threshold": threshold,
-    "sum_threshold": sum_threshold,
-    "diversity": diversity,
-    "sage": sage,
-    "swap": swap,
-    "bat": bat,
-    "tome": tome,
+    "random": Rule(random),
+    "grid": Rule(grid),
+    "topk": Rule(topk),
+    "threshold": Rule(threshold, primary="delta"),
+    "sum_threshold": Rule(sum_threshold, primary="delta"),
+    "diversity": Rule(diversity),
+    "sage": Rule(sage, primary="pool_ratio"),
+    "swap": Rule(swap, primary="swap_frac"),
+    "bat": Rule(bat, primary="attentive_frac"),
+    "tome": Rule(tome),
 }
 
 
-def get_rule(name: str):
+def get_rule(name: str) -> Rule:
   if name not in RULES:
     raise ValueError(f"unknown selection rule {name!r}; allowed: {', '.join(RULES)}")
   return RULES[name]
@@ -308,7 +332,7 @@ def get_rule(name: str):
 
 def select_batch(name, importance, embeddings, image_index, budget, seed=0, **kwargs):
   """vmaps rule `name` over a batch; example b's key = fold_in(PRNGKey(seed), image_index[b])."""
-  rule = get_rule(name)
+  rule = get_rule(name).fn
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(image_index)
   return jax.vmap(lambda imp, emb, k: rule(imp, emb, k, budget, **kwargs))(
       importance, embeddings, keys)

@@ -1,10 +1,12 @@
 """Vision Transformer (DeiT/timm layout) for the edge and the server.
 
 One module serves both roles:
-  * edge:   `model.apply(params, images)` -> (logits, out) with out["attn"]
-            (last block, all heads, f32[B, H, T, T]), out["attns"] (every block)
-            and out["tokens"] (final-norm patch tokens, f32[B, N, D]);
-  * server: `model.apply(params, images, keep_idx, keep_mask)` embeds only the
+  * edge:   `model.apply({"params": params}, images)` -> (logits, out) with
+            out["attn"] (last block, all heads, f32[B, H, T, T]), out["attns"]
+            (every block), out["tokens"] (final-norm patch tokens, f32[B, N, D]),
+            out["encoded"] (the last block's output before the final norm,
+            f32[B, T, D]) and out["patches"] (the input patches, f32[B, N, P]);
+  * server: `model.apply({"params": params}, images, keep_idx, keep_mask)` embeds only the
             kept patches, adds *their* position embeddings, prepends CLS and
             runs the encoder. Masked slots are excluded as attention keys, so
             padding never changes the CLS output; `logits_only=True` skips
@@ -135,9 +137,11 @@ class ViT(nn.Module):
       x, attn = Block(self.num_heads, self.mlp_dim, self.dtype, name=f"blocks_{i}")(
           x, key_mask, logits_only and i == self.depth - 1)
       attns.append(attn)
+    encoded = x
     x = LayerNorm(dtype=self.dtype, name="norm")(x)
     if not logits_only:
-      out.update(attns=attns, attn=attns[-1], tokens=x[:, 1:].astype(jnp.float32))
+      out.update(attns=attns, attn=attns[-1], tokens=x[:, 1:].astype(jnp.float32),
+                 encoded=encoded.astype(jnp.float32), patches=patches)
     out["pre_logits"] = x[:, 0].astype(jnp.float32)
     logits = nn.Dense(self.num_classes, name="head",
                       kernel_init=nn.initializers.zeros)(out["pre_logits"])

@@ -28,22 +28,23 @@ def atomic_write(path: str, data: bytes) -> None:
   os.replace(tmp, path)
 
 
-def config_hash(config) -> tuple:
-  """-> (canonical JSON of the result-relevant config, its sha256)."""
-  d = json.loads(config.to_json())
+def config_hash(config_json: str) -> tuple:
+  """The resolved config's JSON -> (canonical JSON of its result-relevant part, sha256)."""
+  d = json.loads(config_json)
   for k in PERF_ONLY:
     d.pop(k, None)
   text = json.dumps(d, sort_keys=True, indent=1)
   return text, hashlib.sha256(text.encode()).hexdigest()
 
 
-def open_workdir(workdir: str, config, new_subdir: bool = False) -> str:
-  """Checks/creates the workdir for `config`; returns the folder to write into.
+def open_workdir(workdir: str, config_json: str, new_subdir: bool = False) -> str:
+  """Checks/creates the workdir for a config (`plan.config_json`); returns the folder to
+  write into.
 
   An existing workdir made with another config is refused, or with
   new_subdir=True the run goes to workdir/<hash[:12]>.
   """
-  text, digest = config_hash(config)
+  text, digest = config_hash(config_json)
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test{os.getpid()}")
@@ -57,7 +58,7 @@ def open_workdir(workdir: str, config, new_subdir: bool = False) -> str:
       old = json.load(f).get("hash")
     if old != digest:
       if new_subdir:
-        return open_workdir(os.path.join(workdir, digest[:12]), config)
+        return open_workdir(os.path.join(workdir, digest[:12]), config_json)
       raise ValueError(
           f"workdir {workdir} holds results of another config (hash {str(old)[:12]}, this one "
           f"{digest[:12]}); use a new --workdir, or --new_subdir to write to {workdir}/{digest[:12]}")

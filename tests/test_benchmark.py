@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from sage_jax import benchmark, selection, sweep, vit
+from sage_jax import benchmark, selection, torch_reference, vit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ def test_smoke_run_has_every_row(tmp_path):
               "sage % of server K=4", "full sweep 5x1, 2/4 off",
               "sweep, threshold rules 2x1", "full sweep, server rows run", "compile edge step",
               "compile server K=4", "compile sweep step K=4", "compile sweep step ceiling"}
-  expected |= {f"select {rule} K=4" for rule in benchmark.TORCH_RULES}
+  expected |= {f"select {rule} K=4" for rule in torch_reference.TORCH_RULES}
   assert {r["name"] for r in rows} == expected
   assert len(rows) == len(expected)
   for r in rows:
@@ -65,14 +65,14 @@ def test_torch_selections_equal_sage_jax(shape, n, d):
   imp = jax.nn.softmax(2.0 * rng.standard_normal((b, n)).astype(np.float32), -1)
   tokens = rng.standard_normal((b, n, d)).astype(np.float32)
   imp_t, tokens_t = torch.from_numpy(np.array(imp)), torch.from_numpy(tokens)
-  config = benchmark.shape_config(shape)
+  plan = benchmark.shape_plan(shape, torch_reference.TORCH_RULES, [1])
   cap_free = 0
-  for rule in benchmark.TORCH_RULES:
-    name, kw = sweep.method_spec(rule, config)
+  for rule in plan.rules:
+    name, kw = rule.name, rule.kwargs
     for k in (1, n // 4, n):
       want = selection.select_batch(name, imp, jnp.asarray(tokens), jnp.arange(b), k, **kw)
-      got = benchmark.torch_select(name, imp_t, tokens_t, k, kw)
-      if name in benchmark.THRESHOLD_RULES:
+      got = torch_reference.torch_select(name, imp_t, tokens_t, k, kw)
+      if name in torch_reference.THRESHOLD_RULES:
         for i in range(b):
           kept = np.asarray(want.keep_idx[i])[np.asarray(want.keep_mask[i])]
           np.testing.assert_array_equal(got[i].numpy(), kept, err_msg=f"{rule} K={k} image {i}")
@@ -85,17 +85,19 @@ def test_torch_selections_equal_sage_jax(shape, n, d):
 
 @pytest.fixture(scope="module")
 def setup():
-  return benchmark.make_setup(benchmark.shape_config("fmnist"), batch=6)
+  return benchmark.make_setup(benchmark.shape_plan("fmnist", torch_reference.TORCH_RULES, [12]),
+                              batch=6)
 
 
 def test_torch_forwards_equal_sage_jax(setup):
   su = setup
-  edge_params, server_params = su.params
+  edge_params, server_params = su.pipe.edge_params, su.pipe.server_params
   t_edge, t_server = su.torch_models
-  want = sweep.make_edge_step(su.edge, "cls_attention", "min_entropy")(edge_params, su.images)
+  want = su.pipe.steps.edge(edge_params, su.images)
+  want["importance"] = want["importance"]["cls_attention"]
   with torch.inference_mode():
-    got = benchmark.torch_edge(t_edge, su.images_t)
-  for key, tol in (("importance", 1e-6), ("tokens", 1e-4), ("score", 1e-5)):
+    got = torch_reference.torch_edge(t_edge, su.images_t)
+  for key, tol in (("importance", 1e-6), ("tokens", 1e-4), ("uncertainty", 1e-5)):
     np.testing.assert_allclose(got[key].numpy(), want[key], atol=tol, err_msg=key)
   keep = jax.lax.top_k(want["importance"], 8)[1]
   logits = su.server.apply({"params": server_params}, su.images, keep)[0]
@@ -107,13 +109,12 @@ def test_torch_forwards_equal_sage_jax(setup):
 def test_reference_sweep_answers_equal_sage_jax(setup):
   """Both sweep structures offload the same images and give the same server answers."""
   su = setup
-  rules, budgets, n_off = list(benchmark.TORCH_RULES), [12], 2
-  edge_step = sweep.make_edge_step(su.edge, "cls_attention", "min_entropy")
-  steps = sweep.make_server_steps(su.server, rules, su.config, su.mesh)
-  outs = benchmark.jax_sweep(edge_step, steps, su.params, su.images, n_off, su.put, budgets)[1]
-  specs = [sweep.method_spec(r, su.config) for r in rules]
+  plan, n_off = su.pipe.plan, 2
+  rules, budgets = plan.labels, plan.budgets
+  outs = benchmark.jax_sweep(su.pipe, su.images, n_off)[1]
+  specs = [(r.name, r.kwargs) for r in plan.rules]
   with torch.inference_mode():
-    preds = benchmark.torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off)[0]
+    preds = torch_reference.torch_sweep(*su.torch_models, su.images_t, specs, budgets, n_off)[0]
   want = [outs[j]["server_pred"][i] for i in range(len(rules)) for j in range(len(budgets))]
   for (rule, k), w, p in zip([(r, k) for r in rules for k in budgets], want, preds):
     got = torch.cat(p) if isinstance(p, list) else p

@@ -30,19 +30,19 @@ def test_units_for_bits_floors():
 
 def test_latency():
   assert channel.latency_ms(60e3, 60e3) == pytest.approx(1000.0)
-  assert channel.latency_ms(134 * 8, 1e6, overhead_ms=5.0) == pytest.approx(1.072 + 5.0)
+  assert channel.latency_ms(134 * 8, 1e6) == pytest.approx(1.072)
   np.testing.assert_allclose(channel.latency_ms(np.array([1e6, 2e6]), 1e6), [1000.0, 2000.0])
   with pytest.raises(ValueError, match="rate_bps 0"):
     channel.latency_ms(100, 0)
 
 
 def test_channel_table():
-  rows = channel.channel_table([4, 49], 134, {"slow": 1e3, "fast": 1e6}, overhead_ms=1.0)
+  rows = channel.channel_table([4, 49], 134, {"slow": 1e3, "fast": 1e6})
   assert rows == [
-      dict(budget=4, bits=536, latency_ms_slow=pytest.approx(537.0),
-           latency_ms_fast=pytest.approx(1.536)),
-      dict(budget=49, bits=6566, latency_ms_slow=pytest.approx(6567.0),
-           latency_ms_fast=pytest.approx(7.566))]
+      dict(budget=4, bits=536, latency_ms_slow=pytest.approx(536.0),
+           latency_ms_fast=pytest.approx(0.536)),
+      dict(budget=49, bits=6566, latency_ms_slow=pytest.approx(6566.0),
+           latency_ms_fast=pytest.approx(6.566))]
   default = channel.channel_table([8], 134)
   assert set(default[0]) == {"budget", "bits"} | {f"latency_ms_{c}" for c in channel.CHANNELS}
   assert all(r > 0 for r in channel.CHANNELS.values())
@@ -57,3 +57,12 @@ def test_channel_table():
 def test_bits_per_unit_errors(kw, match):
   with pytest.raises(ValueError, match=match):
     channel.bits_per_unit(**kw)
+
+
+def test_parse_rates():
+  assert channel.parse_rates("") == channel.CHANNELS
+  assert channel.parse_rates("a=1e3, b=20") == {"a": 1e3, "b": 20.0}
+  with pytest.raises(ValueError, match="report.rates item 'a:3' is not name=bits_per_second"):
+    channel.parse_rates("a:3")
+  with pytest.raises(ValueError, match="report.rates item 'a=0': the rate must be > 0"):
+    channel.parse_rates("a=0")

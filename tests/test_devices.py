@@ -8,12 +8,12 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = """
 import sys, numpy as np, jax
-from configs import fmnist_sweep
-from sage_jax import sweep
-c = fmnist_sweep.get_config()
+from sage_jax import defaults, pipeline, plan, sweep
+c = defaults.sweep_config()
 c.num_images, c.budgets, c.batch_size, c.server_batch_size = 150, "4,16,49", 60, 36
-c.methods = "random,topk,sage,threshold,tome"
-rec = sweep.evaluate_config(c)
+c.rules = "random,topk,sage,threshold,tome"
+p = plan.make(c)
+rec = sweep.evaluate(p, pipeline.load_models(p))
 rec["n_devices"] = np.int64(jax.local_device_count())
 np.savez(sys.argv[1], **rec)
 """

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = ["--config=configs/fmnist_sweep.py", "--config.num_images=50", "--config.budgets=4",
-        "--config.methods=topk"]
+        "--config.rules=topk"]
 
 
 def _main(args, workdir):
@@ -23,14 +23,26 @@ def _corrupt(tmp_path, name, data: bytes):
 
 
 CASES = {
-    "unknown_rule": (["--config.methods=topk,magic"], "unknown selection rule 'magic'"),
+    "unknown_rule": (["--config.rules=topk,magic"], "unknown selection rule 'magic'"),
     "budget_zero": (["--config.budgets=0"], "budget 0 is out of range; allowed: 1..49"),
     "budget_too_big": (["--config.budgets=50"], "budget 50 is out of range; allowed: 1..49"),
-    "pool_ratio": (["--config.rules.pool_ratio=0"], "rules.pool_ratio 0.0 is not allowed"),
+    "pool_ratio": (["--config.rules=sage", "--config.rule_params.sage.pool_ratio=0"],
+                   "rule 'sage' (pool_ratio=0.0): pool_ratio 0.0 is not allowed; it must be > 0"),
+    "budget_not_whole": (["--config.budgets=4.5"],
+                         "budgets '4.5': 4.5 is not a whole number of patches"),
+    "coverage_grid": (["--config.coverage_grid=0"],
+                      "coverage_grid 0 is not allowed; allowed: 1..7 (the patch grid's side)"),
+    "n_boot": (["--config.report.n_boot=0"], "report.n_boot 0 is not allowed; it must be >= 1"),
+    # Config values are checked before any model is loaded: the bad value is named, not
+    # the missing checkpoint.
+    "bad_value_before_missing_ckpt": (["--config.edge.checkpoint=/nonexistent/edge.msgpack",
+                                       "--config.coverage_grid=0"],
+                                      "coverage_grid 0 is not allowed"),
     "negative_eta": (["--config.gate.eta=-1"], "gate.eta -1.0 is not allowed; it must be >= 0"),
     "unknown_measure": (["--config.gate.measure=maxprob"], "unknown offload measure 'maxprob'"),
     "num_images": (["--config.num_images=0"], "num_images 0 is not allowed"),
-    "not_divisible": (["--config.dataset.image_size=30"], "not divisible by patch size 4"),
+    "not_divisible": (["--config.dataset.image_size=30"],
+                      "image size 30 is not divisible by patch size 4 of the edge's variant"),
     "wrong_classes": (["--config.dataset.num_classes=7"], "has 10 classes, the dataset has 7"),
     "shape_mismatch": (["--config.server.variant=fm-edge"],
                        "parameter ['blocks_0']['attn']['proj']['bias'] has shape (128,), config expects (48,)"),
@@ -89,6 +101,6 @@ def test_workdir_not_writable(tmp_path):
 
 def test_verbose_shows_traceback(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "sage_jax.main", f"--workdir={tmp_path}", *BASE,
-                         "--config.methods=magic", "--verbose"],
+                         "--config.rules=magic", "--verbose"],
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and "Traceback" in proc.stderr

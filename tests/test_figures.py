@@ -34,15 +34,16 @@ def test_selection_map_pixels(tmp_path, channels):
   keep_idx = np.array([[[0, 4], [2, 3]], [[5, 1], [1, 0]]])  # [R, M=2, K=2]
   keep_mask = np.array([[[True, True], [True, False]], [[True, True], [True, True]]])
   path = str(tmp_path / "map.png")
-  boxes = figures.selection_map(images, keep_idx, keep_mask, ["a", "b"], p, path,
-                                outline=None, min_panel_px=48)  # s = 4 screen px per pixel
+  boxes = figures.selection_map(images, keep_idx, keep_mask, ["a", "b"], p, path)
   png = read(path)
-  assert png.shape == (22 + R * (32 + 6), 8 + 3 * (48 + 6) + 2, 3)  # panels 32 x 48
+  s = 10  # screen px per image pixel: ceil(MIN_PANEL_PX / 12)
+  assert png.shape == (22 + R * (8 * s + 6), 8 + 3 * (12 * s + 6) + 2, 3)
   for r in range(R):
     for c in range(3):
       y, x, ph, pw = boxes[(r, c)]
-      assert (ph, pw) == (32, 48)
-      shown = png[y:y + ph:4, x:x + pw:4]  # one screen pixel per image pixel
+      assert (ph, pw) == (8 * s, 12 * s)
+      # one screen pixel per image pixel: a block's centre, never on the 1-px outline
+      shown = png[y + s // 2:y + ph:s, x + s // 2:x + pw:s]
       rgb = np.broadcast_to(images[r], (H, W, 3))
       if c == 0:
         np.testing.assert_allclose(shown, rgb, atol=TOL)  # the input column is untouched
@@ -52,21 +53,21 @@ def test_selection_map_pixels(tmp_path, channels):
       np.testing.assert_allclose(shown[~mask], 0.25 * rgb[~mask], atol=TOL)
   # the masked-out slot (row 0, rule b, patch 3) is dimmed
   y, x = boxes[(0, 2)][:2]
-  np.testing.assert_allclose(png[y + 4 * 5, x + 4 * 1], 0.25 * np.broadcast_to(
-      images[0, 5, 1], (3,)), atol=TOL)
+  np.testing.assert_allclose(png[y + s * 5 + s // 2, x + s * 1 + s // 2],
+                             0.25 * np.broadcast_to(images[0, 5, 1], (3,)), atol=TOL)
 
 
-def test_selection_map_outline_and_labels(tmp_path):
+def test_selection_map_outline(tmp_path):
   img = np.full((1, 8, 8, 1), 0.8, np.float32)
   path = str(tmp_path / "map.png")
-  boxes = figures.selection_map(img, np.array([[[0]]]), None, ["topk"], 4, path,
-                                row_labels=["image 0"], min_panel_px=64)
+  boxes = figures.selection_map(img, np.array([[[0]]]), None, ["topk"], 4, path)
   png = read(path)
-  assert png.shape == (22 + 64 + 6, 8 + 90 + 2 * (64 + 6) + 2, 3)
+  s = 14  # 8 px scaled to at least MIN_PANEL_PX = 112
+  assert png.shape == (22 + 8 * s + 6, 8 + 2 * (8 * s + 6) + 2, 3)
   y, x, ph, pw = boxes[(0, 1)]
-  np.testing.assert_allclose(png[y, x], (1.0, 0.55, 0.0), atol=TOL)  # outline corner
-  np.testing.assert_allclose(png[y + 16, x + 16], 0.8, atol=TOL)  # sent interior
-  np.testing.assert_allclose(png[y + 48, x + 48], 0.2, atol=TOL)  # unsent
+  np.testing.assert_allclose(png[y, x], figures.OUTLINE, atol=TOL)  # outline corner
+  np.testing.assert_allclose(png[y + 2 * s, x + 2 * s], 0.8, atol=TOL)  # sent interior
+  np.testing.assert_allclose(png[y + 6 * s, x + 6 * s], 0.8 * figures.DIM, atol=TOL)  # unsent
 
 
 def test_selection_map_shape_error(tmp_path):
@@ -92,7 +93,7 @@ def rows(with_ci=True):
 def test_accuracy_plot(tmp_path):
   sizes = set()
   for x, kw in (("budget", {}), ("bits_per_request", {}), ("latency_ms", {}),
-                ("latency_ms", dict(rate=1e6, overhead_ms=5.0))):
+                ("latency_ms", dict(rate=1e6))):
     path = str(tmp_path / f"{x}.png")
     figures.accuracy_plot(rows(), path, x=x, **kw)
     png = mpimg.imread(path)

@@ -19,8 +19,8 @@ import safetensors.numpy
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import fmnist_sweep, imagenet_deit
-from sage_jax import checkpoints, data, preprocess, sweep
+from configs import imagenet_deit
+from sage_jax import checkpoints, data, defaults, preprocess, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = [(375, 500), (500, 333), (256, 256), (120, 160), (241, 300), (333, 333), (300, 451)]
@@ -97,11 +97,11 @@ def test_paper_config_values():
   assert (c.edge.variant, c.server.variant) == ("Ti/16", "B/16")
   assert [int(b) for b in c.budgets.split(",")] == [16, 32, 48, 64, 96, 196]
   assert c.gate.measure == "min_entropy" and c.gate.eta == 1.0
-  assert c.methods == fmnist_sweep.get_config().methods  # every rule of the default sweep
+  assert c.rules == defaults.sweep_config().rules  # every rule of the default sweep
   assert (c.dataset.name, c.dataset.split) == ("imagenet2012", "validation")
   ds = c.dataset
   assert (ds.num_classes, ds.image_size, ds.preprocess) == (1000, 224, "deit_eval")
-  assert c.rules.threshold_delta == 1 / 196 and c.bits_per_unit == -1
+  assert c.rule_params.threshold.delta is None and c.bits_per_unit == -1  # None: 1/N
 
 
 def test_eval_batches_preprocess_like_pil(fake_imagenet):
@@ -162,7 +162,7 @@ def test_paper_config_end_to_end(fake_imagenet, tmp_path):
   c.server.variant = "Ti/16"
   rows = sweep.run(c, str(tmp_path / "work"), progress=False)
   assert [(r["method"], r["budget"]) for r in rows] == [
-      (m, b) for m in c.methods.split(",") for b in (16, 196)]
+      (m, b) for m in c.rules.split(",") for b in (16, 196)]
   for r in rows:
     assert r["n_images"] == len(SIZES) and r["n_offloaded"] >= 1
     assert 0.0 <= r["offloaded_acc"] <= 1.0 and 0.0 <= r["overall_acc"] <= 1.0

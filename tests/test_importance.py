@@ -14,7 +14,7 @@ def test_cls_attention_known_answer():
   a = np.zeros((2, 4, 4), np.float32)
   a[0, 0] = [0.1, 0.6, 0.2, 0.1]
   a[1, 0] = [0.5, 0.1, 0.2, 0.2]
-  got = np.asarray(importance.cls_attention([a]))
+  got = np.asarray(importance.cls_attention({"attns": [a]}))
   want = np.array([0.7, 0.4, 0.3]) / 2
   np.testing.assert_allclose(got, want / want.sum(), rtol=1e-6)
 
@@ -28,18 +28,19 @@ def test_rollout_matches_numpy():
     a = a / a.sum(-1, keepdims=True)
     joint = a @ joint
   want = joint[0, 1:] / joint[0, 1:].sum()
-  np.testing.assert_allclose(importance.rollout(attns), want, rtol=1e-5)
+  np.testing.assert_allclose(importance.rollout({"attns": attns}), want, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(importance.SCORES))
+@pytest.mark.parametrize("name", sorted(importance.IMPORTANCES))
 def test_scores_are_distributions_and_vmap(name):
   rng = np.random.default_rng(1)
   batch = [np.stack(x) for x in zip(*[_rand_attn(rng, 2, 3, 10) for _ in range(4)])]
-  got = np.asarray(jax.vmap(importance.get_score(name))(batch))
+  out = dict(attns=batch, tokens=rng.normal(size=(4, 9, 8)).astype(np.float32))
+  got = np.asarray(jax.vmap(importance.get(name))(out))
   assert got.shape == (4, 9) and (got >= 0).all()
   np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-6)
 
 
 def test_unknown_score():
-  with pytest.raises(ValueError, match="unknown importance 'x'"):
-    importance.get_score("x")
+  with pytest.raises(ValueError, match="unknown importance 'x'; allowed: cls_attention"):
+    importance.get("x")

@@ -1,3 +1,4 @@
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -49,3 +50,19 @@ def test_summarize_rejects_misaligned_records():
   r["off_index"] = np.array([3, 1])
   with pytest.raises(AssertionError, match="out of order"):
     metrics.summarize(r, ["r", "topk"], [2, 4], 4, 10)
+
+
+def test_coverage_cells():
+  cells = metrics.coverage_cells(196, 7)  # 14x14 patches, 7x7 cells of 2x2 patches
+  assert cells[0] == cells[1] == cells[14] == cells[15] == 0 and cells[2] == 1
+  assert np.bincount(cells).tolist() == [4] * 49
+  assert sorted(set(metrics.coverage_cells(49, 4).tolist())) == list(range(16))
+
+
+def test_coverage_on_constructed_selections():
+  cells = jnp.asarray(metrics.coverage_cells(196, 7))
+  keep = jnp.asarray([[0, 1, 14, 15],      # one 2x2 cell
+                      [0, 2, 4, 6],        # four cells in the top row
+                      [0, 2, 195, 194]])   # three cells; the last slot is masked out below
+  mask = jnp.asarray([[True] * 4, [True] * 4, [True, True, True, False]])
+  np.testing.assert_allclose(metrics.coverage(keep, mask, cells, 49), [1 / 49, 4 / 49, 3 / 49])

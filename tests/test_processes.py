@@ -8,7 +8,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=300",
-        "--config.chunk_size=60", "--config.budgets=4,16", "--config.methods=random,topk,sage,threshold"]
+        "--config.chunk_size=60", "--config.budgets=4,16", "--config.rules=random,topk,sage,threshold"]
 
 
 def _free_port():

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from sage_jax import selection
 
-KWARGS = {"sage": "pool", "threshold": "delta", "sum_threshold": "delta"}
+KWARGS = {"sage": "pool", "threshold": "delta", "sum_threshold": "delta"}  # drawn below
 
 
 @st.composite
@@ -38,7 +38,8 @@ def test_every_rule_returns_k_distinct_valid_indices(problem):
   imp, emb, k, pool, delta, seed = problem
   n = len(imp)
   key = jax.random.PRNGKey(seed)
-  for name, rule in selection.RULES.items():
+  for name, entry in selection.RULES.items():
+    rule = entry.fn
     kw = {"pool": dict(pool_ratio=pool), "delta": dict(delta=delta)}.get(KWARGS.get(name), {})
     if name == "grid" and int(np.sqrt(n)) ** 2 != n:
       continue

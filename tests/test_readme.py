@@ -11,7 +11,8 @@ def test_readme_python_example_runs(capsys):
   assert blocks, "README has no python example"
   for code in blocks:
     exec(compile(code, "README.md", "exec"), {})
-  assert "(2, 32)" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "(2, 32)" in out and "(2, 1000)" in out
 
 
 def test_readme_commands_exist():

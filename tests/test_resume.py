@@ -12,7 +12,7 @@ from sage_jax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=500",
-        "--config.methods=random,topk,sage,bat",
+        "--config.rules=random,topk,sage,bat",
         "--config.chunk_size=50", "--config.budgets=4,16", "--config.batch_size=50"]
 FILES = ("results.csv", "results.json", "per_image.npz", "report.md", "curves.png",
          "selection_map.png")

@@ -168,9 +168,9 @@ def run_rule(name, imp, emb, K, key=KEY, **kw):
     """Run a rule under jit (cached per rule: keeps the file fast; eager == jit is
     checked separately in test_invariants_and_jit). delta stays a traced value."""
     if name not in _JITTED:
-        fn = selection.RULES[name]
+        fn = selection.RULES[name].fn
         params = inspect.signature(fn).parameters
-        static = [a for a in ("budget", "pool_ratio", "grid_hw") if a in params]
+        static = [a for a in ("budget", "pool_ratio") if a in params]
         _JITTED[name] = jax.jit(fn, static_argnames=static)
     sel = _JITTED[name](jnp.asarray(imp), jnp.asarray(emb), key, budget=K, **kw)
     return tuple(np.asarray(a) for a in sel)
@@ -387,7 +387,7 @@ def test_invariants_and_jit(name, N, D, K):
     imp, emb = make_inputs(N, D, 11)
     key = jax.random.PRNGKey(5)
     kw = default_kwargs(name)
-    rule = selection.RULES[name]
+    rule = selection.RULES[name].fn
     sel = rule(jnp.asarray(imp), jnp.asarray(emb), key, budget=K, **kw)
     assert isinstance(sel, selection.Selection)
     idx, mask, demand = sel
@@ -419,7 +419,7 @@ def test_threshold_rules_jit_with_traced_delta(name):
     imp, emb = make_inputs(N, D, 4)
     ref = ref_threshold if name == "threshold" else ref_sum_threshold
     deltas = (_threshold_deltas if name == "threshold" else _sum_threshold_deltas)(imp, K)
-    jitted = jax.jit(selection.RULES[name], static_argnames=("budget",))
+    jitted = jax.jit(selection.RULES[name].fn, static_argnames=("budget",))
     for delta in deltas[:4]:
         sel = jitted(jnp.asarray(imp), jnp.asarray(emb), KEY, budget=K, delta=jnp.float32(delta))
         r_idx, r_mask, r_demand = ref(imp, K, delta)
@@ -499,7 +499,7 @@ def test_grid_lattice_examples():
 def test_grid_rectangular(hw, K):
     gh, gw = hw
     imp, emb = make_inputs(gh * gw, 4, K)
-    idx = run_rule("grid", imp, emb, K, grid_hw=hw)[0]
+    idx = selection.grid_indices(gh * gw, K, hw)
     check_grid(idx, K, gh, gw)
 
 

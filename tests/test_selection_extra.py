@@ -156,7 +156,7 @@ _JITTED = {}
 def run_rule(name, imp, emb, K, **kw):
   """Jitted (cached per rule): budget and the rule's options are static."""
   if name not in _JITTED:
-    fn = selection.RULES[name]
+    fn = selection.RULES[name].fn
     static = [a for a in ("budget", "swap_frac", "attentive_frac", "iters")
               if a in inspect.signature(fn).parameters]
     _JITTED[name] = jax.jit(fn, static_argnames=static)
@@ -345,7 +345,7 @@ def test_degenerate_known_answers():
 def test_invariants_eager_jit_vmap(name):
   N, D, K = 16, 8, 5
   imp, emb = make_inputs(N, D, 11)
-  rule = selection.RULES[name]
+  rule = selection.RULES[name].fn
   sel = rule(jnp.asarray(imp), jnp.asarray(emb), KEY, budget=K)
   assert isinstance(sel, selection.Selection)
   assert sel.keep_idx.shape == (K,) and sel.keep_idx.dtype == jnp.int32
@@ -375,4 +375,4 @@ def test_option_errors():
     selection.bat(imp, emb, KEY, 4, iters=-1)
   for name in NEW_RULES:
     with pytest.raises(ValueError, match="budget 17"):
-      selection.RULES[name](imp, emb, KEY, 17)
+      selection.RULES[name].fn(imp, emb, KEY, 17)

@@ -107,21 +107,19 @@ def test_paired_bootstrap():
   r = stats.paired_bootstrap(a, b, seed=0)
   assert r["diff"] == pytest.approx(a.mean() - b.mean())
   assert 0 < r["lo"] <= r["diff"] <= r["hi"]
-  assert r["p_value"] == pytest.approx(1 / 2001)  # never reached by a resample
   assert stats.paired_bootstrap(a, b, seed=0) == r
   # no difference at all
   r = stats.paired_bootstrap(a, a)
-  assert (r["diff"], r["lo"], r["hi"], r["p_value"]) == (0.0, 0.0, 0.0, 1.0)
-  # discordant both ways equally often: not significant, agrees with McNemar roughly
+  assert (r["diff"], r["lo"], r["hi"]) == (0.0, 0.0, 0.0)
+  # discordant both ways equally often: not significant, as McNemar says
   a, b = pair(40, 40, n00=100, n11=300)
   r = stats.paired_bootstrap(a, b)
-  assert r["lo"] < 0 < r["hi"] and r["p_value"] > 0.5
+  assert r["lo"] < 0 < r["hi"] and stats.mcnemar(a, b)["p_value"] > 0.5
   # a right on 45 images where b is wrong, b right on 20 where a is wrong: significant
   a, b = pair(20, 45, n00=100, n11=300)
   r, mc = stats.paired_bootstrap(a, b, n_boot=4000), stats.mcnemar(a, b)
   assert r["diff"] == pytest.approx(25 / 465)
-  assert r["lo"] > 0 and r["p_value"] < 0.01 and mc["p_value"] < 0.01
-  assert r["p_value"] == pytest.approx(mc["p_value"], abs=0.01)
+  assert r["lo"] > 0 and mc["p_value"] < 0.01
 
 
 def test_errors():

@@ -1,0 +1,264 @@
+"""The sweep's plan: the config resolved and checked once, before any model or data is loaded.
+
+`make(config)` turns the ml_collections config into a frozen `Plan`. Every check of a
+config value happens here, so a bad value is refused in a second, not after the sweep;
+the pipeline, the sweep, the metrics and the report read the plan, never the raw config.
+A rule to run is `name[@value][:importance]`: `sage@4` sets SAGE's primary parameter
+(`selection.Rule.primary`), `topk:rollout` runs top-K on another importance score than
+`config.importance` in the same sweep.
+"""
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from sage_jax import channel, importance, offload, selection, vit
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleSpec:
+  label: str        # as written in config.rules: the results' "method"
+  name: str         # the selection.RULES entry
+  params: tuple     # ((parameter, value), ...) in signature order
+  importance: str   # the importance.IMPORTANCES entry it ranks patches by
+
+  @property
+  def kwargs(self) -> dict:
+    return dict(self.params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+  measure: str      # offload.MEASURES entry
+  eta: float
+  fraction: float   # for measure "fraction"
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  variant: str
+  checkpoint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  n_boot: int
+  channel: str      # the latency plot's uplink, a key of rates
+  rates: tuple      # ((channel, bits per second), ...)
+  map_budget: int   # the sweep's budget nearest to report.map_budget
+  map_examples: int
+  moderate: tuple   # (lo, hi) budgets of the grid-vs-random claim
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  rules: tuple            # RuleSpec, in the config's order
+  budgets: tuple          # patches per request, in the config's order
+  bits_per_unit: int
+  importance: str         # the default score (rules without ":score", attention entropy)
+  gate: Gate
+  edge: Model
+  server: Model
+  dataset: Any            # ml_collections.FrozenConfigDict, read by the data stage
+  num_patches: int
+  patch_size: int
+  num_images: int         # -1: the whole split
+  coverage_grid: int
+  seed: int
+  compute_dtype: str
+  batch_size: int
+  server_batch_size: int
+  chunk_size: int
+  report: Report
+  config_json: str        # the resolved config (for the workdir's config.json and hash)
+
+  @property
+  def labels(self) -> list:
+    return [r.label for r in self.rules]
+
+  @property
+  def importances(self) -> tuple:
+    """Every score the edge must compute, the default first."""
+    return tuple(dict.fromkeys([self.importance] + [r.importance for r in self.rules]))
+
+
+def _require(ok: bool, name: str, value, allowed: str):
+  if not ok:
+    raise ValueError(f"{name} {value!r} is not allowed; {allowed}")
+
+
+def _items(value, what) -> list:
+  """'a,b' (or a sequence) -> its items; empty is refused."""
+  items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+  items = [v for v in items if v != ""]
+  if not items:
+    raise ValueError(f"{what} is empty; give at least one")
+  return items
+
+
+def _once(items: list, what: str, value) -> list:
+  repeated = sorted({v for v in items if items.count(v) > 1})
+  if repeated:
+    raise ValueError(f"{what} {value!r} repeats {repeated}; give each once")
+  return items
+
+
+def _number(text, what: str, value) -> float:
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    raise ValueError(f"{what} {value!r}: {text!r} is not a number") from None
+
+
+def parse_budgets(value, n: int, what="budgets") -> tuple:
+  """'4,8,16' -> (4, 8, 16): whole numbers of patches in 1..n, each once."""
+  out = []
+  for item in _items(value, what):
+    x = _number(item, what, value)
+    if x != int(x):
+      raise ValueError(f"{what} {value!r}: {item} is not a whole number of patches; "
+                       "budgets count patches, e.g. 4,8,16")
+    out.append(int(x))
+  for b in _once(out, what, value):
+    if not 1 <= b <= n:
+      raise ValueError(f"budget {b} is out of range; allowed: 1..{n} (patches per image)")
+  return tuple(out)
+
+
+def _rule_params(config) -> dict:
+  """config.rule_params -> {rule: {param: value}}, every name checked against the registry."""
+  given = config.get("rule_params") or {}
+  out = {}
+  for rule in given:
+    if rule not in selection.RULES:
+      raise ValueError(f"rule_params.{rule}: unknown rule; allowed: {', '.join(selection.RULES)}")
+  for name, entry in selection.RULES.items():
+    params = entry.params()
+    values = dict(given.get(name) or {})
+    for p in values:
+      if p not in params:
+        raise ValueError(f"rule_params.{name}.{p}: unknown parameter of rule {name!r}; "
+                         f"allowed: {', '.join(params) or 'none'}")
+    out[name] = {p: values.get(p, default) for p, default in params.items()}
+  return out
+
+
+def parse_rule(spec: str, params: dict, default_importance: str) -> RuleSpec:
+  """'name[@value][:importance]' -> RuleSpec with the rule's parameters from `params`."""
+  body, _, score = spec.partition(":")
+  name, _, value = body.partition("@")
+  entry = selection.get_rule(name)
+  kwargs = dict(params[name])
+  if value:
+    if entry.primary is None:
+      takes = [f"{n}@{r.primary}" for n, r in selection.RULES.items() if r.primary]
+      raise ValueError(f"rule {spec!r}: rule {name!r} takes no @value; rules that do: "
+                       f"{', '.join(takes)}")
+    x = _number(value, "rule", spec)
+    if isinstance(kwargs[entry.primary], int) and not isinstance(kwargs[entry.primary], bool):
+      if x != int(x):
+        raise ValueError(f"rule {spec!r}: {entry.primary} is a whole number, not {value}")
+      x = int(x)
+    kwargs[entry.primary] = x
+  score = score or default_importance
+  importance.get(score)
+  return RuleSpec(spec, name, tuple(kwargs.items()), score)
+
+
+def _check_rule(rule: RuleSpec, budget: int, n: int, d: int):
+  """Traces the rule once (no compute): its own checks refuse bad parameters here."""
+  fn = selection.get_rule(rule.name).fn
+  key = jax.random.PRNGKey(0)
+  try:
+    jax.eval_shape(lambda imp, emb: fn(imp, emb, key, budget, **rule.kwargs),
+                   jax.ShapeDtypeStruct((n,), jnp.float32),
+                   jax.ShapeDtypeStruct((n, d), jnp.float32))
+  except ValueError as e:
+    raise ValueError(f"rule {rule.label!r} ({', '.join(f'{k}={v}' for k, v in rule.params)}"
+                     f"): {e}") from None
+
+
+def _patches(variant: str, image_size: int, role: str):
+  v = vit.decode_variant(variant)
+  p = v["patch_size"]
+  if image_size % p:
+    raise ValueError(f"image size {image_size} is not divisible by patch size {p} of the "
+                     f"{role}'s variant {variant!r}")
+  return (image_size // p) ** 2, p, v["width"]
+
+
+def make(config) -> "Plan":
+  """Checks every value of a sweep config -> Plan. Raises ValueError naming the bad value."""
+  ds = config.dataset
+  n, patch, width = _patches(config.edge.variant, ds.image_size, "edge")
+  n_server = _patches(config.server.variant, ds.image_size, "server")[0]
+  if n_server != n:
+    raise ValueError(f"edge has {n} patches per image, server {n_server}; give both "
+                     "variants the same patch size")
+  importance.get(config.importance)
+
+  bits = config.bits_per_unit
+  if bits == -1:  # raw 8-bit pixels of one patch + its index
+    bits = channel.bits_per_unit(patch, ds.channels, 8, n)
+  _require(bits > 0, "bits_per_unit", bits, "give bits > 0, or -1 (8-bit pixels + index)")
+  if config.budget_bits:
+    units = [channel.units_for_bits(_number(b, "budget_bits", config.budget_bits), bits)
+             for b in _items(config.budget_bits, "budget_bits")]
+    budgets = parse_budgets(units, n, f"budgets from budget_bits {config.budget_bits!r} "
+                                      f"({bits} bits/unit)")
+  else:
+    budgets = parse_budgets(config.budgets, n)
+
+  params = _rule_params(config)
+  specs = _once(_items(config.rules, "rules"), "rules", config.rules)
+  rules = tuple(parse_rule(s, params, config.importance) for s in specs)
+  for rule in rules:  # parameter checks do not depend on K; the largest traces fastest
+    _check_rule(rule, max(budgets), n, width)
+
+  g = config.gate
+  offload.get_measure(g.measure)
+  if g.measure == "margin":
+    _require(0 <= g.eta <= 1, "gate.eta", g.eta, "a margin threshold is in [0, 1]")
+  else:
+    _require(g.eta >= 0, "gate.eta", g.eta, "it must be >= 0 (bits)")
+  _require(0 <= g.fraction <= 1, "gate.fraction", g.fraction, "it must be in [0, 1]")
+
+  _require(config.num_images == -1 or config.num_images > 0, "num_images", config.num_images,
+           "give a positive count or -1 (all)")
+  for name in ("batch_size", "server_batch_size", "chunk_size"):
+    _require(config[name] > 0, name, config[name], "it must be > 0")
+  _require(config.compute_dtype in DTYPES, "compute_dtype", config.compute_dtype,
+           f"allowed: {', '.join(DTYPES)}")
+  side = math.isqrt(n)
+  _require(1 <= config.coverage_grid <= side, "coverage_grid", config.coverage_grid,
+           f"allowed: 1..{side} (the patch grid's side)")
+
+  r = config.report
+  _require(r.n_boot >= 1, "report.n_boot", r.n_boot, "it must be >= 1")
+  rates = channel.parse_rates(r.rates)
+  _require(r.channel in rates, "report.channel", r.channel, f"allowed: {', '.join(rates)}")
+  _require(r.map_examples >= 0, "report.map_examples", r.map_examples, "it must be >= 0")
+  moderate = tuple(r.moderate)
+  _require(len(moderate) == 2 and moderate[0] <= moderate[1], "report.moderate", moderate,
+           "give (lo, hi) with lo <= hi")
+  # The map shows what the sweep sent, so its budget is one the sweep runs.
+  map_budget = min(budgets, key=lambda b: (abs(b - r.map_budget), b))
+
+  return Plan(
+      rules=rules, budgets=budgets, bits_per_unit=int(bits), importance=config.importance,
+      gate=Gate(g.measure, float(g.eta), float(g.fraction)),
+      edge=Model(config.edge.variant, config.edge.checkpoint),
+      server=Model(config.server.variant, config.server.checkpoint),
+      dataset=ml_collections.FrozenConfigDict(ds), num_patches=n, patch_size=patch,
+      num_images=int(config.num_images), coverage_grid=int(config.coverage_grid),
+      seed=int(config.seed), compute_dtype=config.compute_dtype,
+      batch_size=int(config.batch_size), server_batch_size=int(config.server_batch_size),
+      chunk_size=int(config.chunk_size),
+      report=Report(int(r.n_boot), r.channel, tuple(rates.items()), int(map_budget),
+                    int(r.map_examples), moderate),
+      config_json=config.to_json())

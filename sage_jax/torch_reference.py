@@ -1,0 +1,150 @@
+"""The benchmark's PyTorch eager reference: the same pipeline written the usual PyTorch way.
+
+Only the benchmark (and its tests) import this module, so torch stays out of the sweep.
+An eager timm-style ViT with sage_jax's weights (conv patch embedding, fused attention
+except in the block whose attention map is returned), the subset forward gathering the
+kept patch embeddings and their position embeddings, batched top-k, batched
+farthest-point sampling (a loop over the K picks, vectorised over the batch) and a
+per-image Python loop for the variable-length threshold rules, whose server forward then
+also runs image by image on just the kept patches.
+"""
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sage_jax import vit
+
+THRESHOLD_RULES = ("threshold", "sum_threshold")
+TORCH_RULES = ("topk", "sage", "diversity") + THRESHOLD_RULES
+
+
+class TorchViT:
+  """Eager PyTorch twin of a sage_jax ViT with the same weights (timm style)."""
+
+  def __init__(self, model: vit.ViT, params, channels: int):
+    def t(a):
+      return torch.from_numpy(np.array(a, np.float32))
+
+    def dense(p):  # flax kernel [in, out] -> torch weight [out, in]
+      return t(p["kernel"]).T.contiguous(), t(p["bias"])
+
+    def norm(p):
+      return t(p["scale"]), t(p["bias"])
+
+    p = model.patch_size
+    kernel = t(params["patch_embed"]["kernel"]).reshape(p, p, channels, model.width)
+    self.patch = (kernel.permute(3, 2, 0, 1).contiguous(), t(params["patch_embed"]["bias"]))
+    self.pos, self.cls = t(params["pos_embed"])[0], t(params["cls_token"])[0]
+    self.blocks = [dict(norm1=norm(b["norm1"]), qkv=dense(b["attn"]["qkv"]),
+                        proj=dense(b["attn"]["proj"]), norm2=norm(b["norm2"]),
+                        fc1=dense(b["fc1"]), fc2=dense(b["fc2"]))
+                   for b in (params[f"blocks_{i}"] for i in range(model.depth))]
+    self.norm, self.head = norm(params["norm"]), dense(params["head"])
+    self.patch_size, self.width, self.heads = p, model.width, model.num_heads
+
+  def _block(self, x, blk, need_attn):
+    b, t, d = x.shape
+    y = F.layer_norm(x, (d,), *blk["norm1"], eps=1e-6)
+    q, k, v = F.linear(y, *blk["qkv"]).reshape(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+    attn = None
+    if need_attn:
+      attn = (q * q.shape[-1] ** -0.5 @ k.transpose(-2, -1)).softmax(-1)
+      y = attn @ v
+    else:
+      y = F.scaled_dot_product_attention(q, k, v)
+    x = x + F.linear(y.transpose(1, 2).reshape(b, t, d), *blk["proj"])
+    y = F.gelu(F.linear(F.layer_norm(x, (d,), *blk["norm2"], eps=1e-6), *blk["fc1"]))
+    return x + F.linear(y, *blk["fc2"]), attn
+
+  def __call__(self, images, keep_idx=None, need_attn=False):
+    """images: f32[B, C, H, W]; keep_idx: i64[B, K] or None -> (logits, last attn, tokens)."""
+    x = F.conv2d(images, *self.patch, stride=self.patch_size).flatten(2).transpose(1, 2)
+    if keep_idx is None:
+      x = x + self.pos[1:]
+    else:
+      x = x.gather(1, keep_idx[..., None].expand(-1, -1, self.width)) + self.pos[1:][keep_idx]
+    x = torch.cat([(self.cls + self.pos[:1]).expand(x.shape[0], 1, -1), x], 1)
+    for i, blk in enumerate(self.blocks):
+      x, attn = self._block(x, blk, need_attn and i == len(self.blocks) - 1)
+    x = F.layer_norm(x, (self.width,), *self.norm, eps=1e-6)
+    return F.linear(x[:, 0], *self.head), attn, x[:, 1:]
+
+
+def torch_edge(model: TorchViT, images):
+  """The edge step: CLS->patch importance (head mean, sums to 1), min-entropy, tokens."""
+  logits, attn, tokens = model(images, need_attn=True)
+  imp = attn[:, :, 0, 1:].mean(1)
+  imp = imp / imp.sum(-1, keepdim=True).clamp_min(1e-12)
+  uncertainty = -F.log_softmax(logits, -1).amax(-1) / math.log(2.0)
+  return dict(uncertainty=uncertainty, importance=imp, tokens=tokens)
+
+
+def _farthest_point(x, seed, budget):
+  """Greedy max-min cosine on unit rows x: f32[B, P, D], seeded at seed: i64[B] -> i64[B, K]."""
+  rows = torch.arange(x.shape[0])
+  chosen = torch.empty(x.shape[0], budget, dtype=torch.long)
+  chosen[:, 0] = seed
+  min_dist = 1.0 - torch.bmm(x, x[rows, seed][..., None])[..., 0]
+  min_dist[rows, seed] = -math.inf
+  for i in range(1, budget):
+    j = min_dist.argmax(1)
+    chosen[:, i] = j
+    min_dist = torch.minimum(min_dist, 1.0 - torch.bmm(x, x[rows, j][..., None])[..., 0])
+    min_dist[rows, j] = -math.inf
+  return chosen
+
+
+def torch_select(name, importance, tokens, budget, kw):
+  """-> i64[B, K] for the fixed-size rules, a list of i64[k_b] for the threshold rules."""
+  if name == "topk":
+    return importance.topk(budget, dim=1).indices
+  if name == "diversity":
+    return _farthest_point(F.normalize(tokens, dim=-1), importance.argmax(1), budget)
+  if name == "sage":
+    n = importance.shape[1]
+    pool_size = min(n, max(budget, math.ceil(kw["pool_ratio"] * budget)))
+    pool = importance.topk(pool_size, dim=1).indices.sort(1).values
+    x = F.normalize(tokens.gather(1, pool[..., None].expand(-1, -1, tokens.shape[-1])), dim=-1)
+    return pool.gather(1, _farthest_point(x, importance.gather(1, pool).argmax(1), budget))
+  if name in THRESHOLD_RULES:
+    kept = []
+    delta = 1.0 / importance.shape[1] if kw["delta"] is None else kw["delta"]
+    for imp in importance:  # variable length: one image at a time
+      order = imp.argsort(descending=True, stable=True)
+      inside = imp >= delta if name == "threshold" else imp[order].cumsum(0) <= delta
+      kept.append(order[:min(budget, max(1, int(inside.sum())))])
+    return kept
+  raise ValueError(f"rule {name!r} has no torch reference; allowed: {', '.join(TORCH_RULES)}")
+
+
+def torch_server(model: TorchViT, images, sel):
+  """Server predictions from the selected patches (image by image for a list)."""
+  if isinstance(sel, list):
+    return [model(images[b:b + 1], idx[None])[0].argmax(-1) for b, idx in enumerate(sel)]
+  return model(images, sel)[0].argmax(-1)
+
+
+def torch_sweep(edge, server, images, specs, budgets, n_off):
+  """The reference structure: one configuration per pass over the batch, the all-patch
+  ceiling being one more.
+
+  -> (server predictions per (rule, budget), seconds spent on each rule, on the ceiling).
+  """
+  def offloaded():
+    out = torch_edge(edge, images)
+    return out, out["uncertainty"].argsort(descending=True, stable=True)[:n_off]
+
+  preds, seconds = [], []
+  for name, kw in specs:
+    t0 = time.perf_counter()
+    for k in budgets:
+      out, off = offloaded()
+      sel = torch_select(name, out["importance"][off], out["tokens"][off], k, kw)
+      preds.append(torch_server(server, images[off], sel))
+    seconds.append(time.perf_counter() - t0)
+  t0 = time.perf_counter()
+  server(images[offloaded()[1]])
+  return preds, seconds, time.perf_counter() - t0

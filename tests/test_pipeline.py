@@ -1,0 +1,90 @@
+"""The jitted pipeline: evidence de-duplication, the fresh-row server loop, the budget steps."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sage_jax import data, defaults, pipeline, selection
+from sage_jax import plan as plan_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**overrides):
+  c = defaults.sweep_config()
+  c.edge.checkpoint = os.path.join(ROOT, c.edge.checkpoint)
+  c.server.checkpoint = os.path.join(ROOT, c.server.checkpoint)
+  c.update(overrides)
+  return c
+
+
+def test_evidence_sets_forget_order_and_padding():
+  idx = jnp.asarray([[[3, 1, 0], [1, 3, 4]], [[2, 2, 2], [0, 1, 2]]])  # [2, 2, K=3]
+  mask = jnp.asarray([[[True, True, False], [True, True, False]],
+                      [[True, False, False], [True, True, True]]])
+  got = np.asarray(pipeline.evidence_sets(idx, mask, 5))
+  want = [[[0, 1, 0, 1, 0], [0, 1, 0, 1, 0]], [[0, 0, 1, 0, 0], [1, 1, 1, 0, 0]]]
+  np.testing.assert_array_equal(got, np.asarray(want, bool))
+
+
+def test_first_match_points_at_the_first_equal_set():
+  n, b = 4, 1
+  known = np.zeros((2, b, n), bool)
+  known[0] = True            # the ceiling: every patch
+  known[1, 0, 0] = True      # a previous budget's row: patch 0
+  rows = np.zeros((4, b, n), bool)
+  rows[0, 0, 0] = True       # = known row 1
+  rows[1, 0, [1, 2]] = True  # new
+  rows[2, 0, [1, 2]] = True  # = row 1 of this budget (index 2 + 1)
+  rows[3] = True             # = the ceiling
+  source, fresh = pipeline._first_match(jnp.asarray(rows), jnp.asarray(known))
+  np.testing.assert_array_equal(np.asarray(source)[:, 0], [1, 3, 3, 0])
+  np.testing.assert_array_equal(np.asarray(fresh)[:, 0], [False, True, False, False])
+
+
+@pytest.mark.parametrize("fresh_rows", [[], [5], [0, 3, 4, 7, 8, 11], list(range(12))])
+def test_forward_fresh_computes_every_fresh_row(fresh_rows):
+  r, b, k = 3, 4, 2
+  images = jnp.arange(b, dtype=jnp.float32).reshape(b, 1, 1, 1)
+  keep_idx = jnp.arange(r * b * k, dtype=jnp.int32).reshape(r, b, k) % 7
+  keep_mask = jnp.ones((r, b, k), bool)
+  # A stand-in server whose answer names the row: image value + sum of the kept indices.
+  forward = lambda x, idx, mask: jax.nn.one_hot(
+      x[:, 0, 0, 0].astype(jnp.int32) + (idx * mask).sum(-1), 64)
+  fresh = np.zeros(r * b, bool)
+  fresh[fresh_rows] = True
+  pred, finite = jax.jit(lambda f: pipeline._forward_fresh(forward, images, keep_idx, keep_mask, f))(
+      jnp.asarray(fresh.reshape(r, b)))
+  want = np.arange(b)[None] + np.asarray(keep_idx).sum(-1)
+  np.testing.assert_array_equal(np.asarray(pred).ravel()[fresh], want.ravel()[fresh])
+  assert np.asarray(finite).all()
+
+
+def test_budget_steps_reuse_seen_evidence_and_match_a_plain_forward():
+  """Every prediction equals the server run on that rule's own selection, while the server
+  skips what it has already seen: every rule at K = N, threshold beyond its demand."""
+  plan = plan_lib.make(_config(rules="topk,threshold,sum_threshold,diversity,sage",
+                               budgets="4,16,49"))
+  models = pipeline.load_models(plan)
+  budgets, model, params = plan.budgets, models.server, models.server_params
+  images = next(data.eval_batches(plan.dataset, 40))["image"]
+  steps = pipeline.make_steps(plan, models.edge, models.server)
+  out = steps.edge(models.edge_params, images)
+  batch = dict(image=jnp.asarray(images), index=jnp.arange(40, dtype=jnp.int32),
+               importance=out["importance"], tokens=out["tokens"], valid=jnp.ones(40, bool))
+  _, outs = pipeline.run_budgets(steps, params, batch, budgets)
+  for k, o in zip(budgets, outs):
+    for r, rule in enumerate(plan.rules):
+      s = selection.select_batch(rule.name, batch["importance"][rule.importance],
+                                 batch["tokens"], batch["index"], k, plan.seed, **rule.kwargs)
+      want = model.apply({"params": params}, batch["image"], s.keep_idx, s.keep_mask)[0]
+      np.testing.assert_array_equal(o["server_pred"][r], want.argmax(-1),
+                                    err_msg=f"{rule.label} {k}")
+  fresh = {k: np.asarray(o["fresh"]) for k, o in zip(budgets, outs)}
+  assert fresh[4][0].all() and not fresh[4][1:3].any()  # threshold rules = top-K at K = 4
+  assert not fresh[49][[0, 3, 4]].any()                  # K = N: the ceiling
+  demand = np.asarray(outs[2]["demand"][1])  # threshold: the same set at 16 and 49 iff <= 16
+  assert 0 < (demand <= 16).sum() < len(demand)
+  np.testing.assert_array_equal(fresh[49][1], (demand > 16) & (demand < 49))
