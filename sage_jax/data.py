@@ -3,7 +3,8 @@
 Every batch carries each image's index in the split, so anything random
 downstream (the `random` rule) is keyed by the image, not the batch. The last
 batch is padded to the full size and masked (`valid`), so jitted steps compile
-once and no image is dropped or counted twice.
+once and no image is dropped or counted twice. A sweep reads each record once:
+one TFDS slice per run of consecutive chunks, cut into batches at chunk borders.
 """
 import os
 
@@ -57,29 +58,62 @@ def to_uint8(images: np.ndarray, cfg) -> np.ndarray:
   return np.round(x * 255).astype(np.uint8)
 
 
-def eval_batches(cfg, batch_size: int, start: int = 0, stop: int = -1):
-  """Yields images [start, stop) of the split (stop=-1: to the end) as dicts
-  image f32[B,H,W,C], label i32[B], index i32[B] (position in the split), valid bool[B].
+def _read_instruction(cfg, start: int, stop: int):
+  """Images [start, stop) of cfg.split (itself a split or one slice of it, e.g. "test[5000:]"),
+  as a TFDS read instruction: only the shards holding them are read."""
+  import tensorflow_datasets as tfds
+  absolute = tfds.core.ReadInstruction.from_spec(cfg.split).to_absolute(_builder(cfg).info.splits)
+  if len(absolute) != 1:
+    raise ValueError(f"dataset.split {cfg.split!r} is not allowed; give one split or one "
+                     "slice of it, e.g. test or test[5000:]")
+  base = absolute[0].from_ or 0
+  return tfds.core.ReadInstruction(absolute[0].splitname, from_=base + start, to=base + stop,
+                                   unit="abs")
+
+
+def _pad(rows: dict, size: int) -> dict:
+  n = len(rows["index"])
+  out = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)]) if n < size else v
+         for k, v in rows.items()}
+  out["valid"] = np.arange(size) < n
+  return out
+
+
+def eval_batches(cfg, batch_size: int, start: int, stop: int, chunk_size: int = 0):
+  """Yields images [start, stop) of the split as dicts image f32[B,H,W,C], label i32[B],
+  index i32[B] (position in the split), valid bool[B]; B = batch_size, the last batch padded.
+
+  One read of just those records (TFDS split slicing, files in order so that positions
+  are the split's own), decoded in parallel and prefetched. With chunk_size, no batch
+  crosses a multiple of chunk_size: each chunk's last batch is padded instead, so chunk c
+  gets exactly its own ceil(size / batch_size) batches of the stream.
   """
   import tensorflow as tf
+  import tensorflow_datasets as tfds
   from sage_jax import preprocess
   # Per image, before batching (ImageNet sizes differ); may decode the image itself.
   decoders, prep = preprocess.for_config(cfg)
-  ds = _builder(cfg).as_dataset(split=cfg.split, shuffle_files=False, decoders=decoders)
-  if stop >= 0:
-    ds = ds.take(stop)
-  ds = ds.skip(start).enumerate(start)
-  ds = ds.map(lambda i, ex: (tf.cast(i, tf.int32), prep(ex["image"]), tf.cast(ex["label"], tf.int32)),
-              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _builder(cfg).as_dataset(split=_read_instruction(cfg, start, stop), shuffle_files=False,
+                                decoders=decoders,
+                                read_config=tfds.ReadConfig(interleave_cycle_length=1))
+  ds = ds.enumerate(start).map(
+      lambda i, ex: dict(index=tf.cast(i, tf.int32), image=prep(ex["image"]),
+                         label=tf.cast(ex["label"], tf.int32)),
+      num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-  for index, image, label in ds.as_numpy_iterator():
-    valid = np.ones(len(index), bool)
-    pad = batch_size - len(index)
-    if pad:
-      index, image, label, valid = (
-          np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
-          for a in (index, image, label, valid))
-    yield dict(image=image, label=label, index=index, valid=valid)
+  rows = None  # read, not yielded yet
+  for batch in ds.as_numpy_iterator():
+    rows = batch if rows is None else {k: np.concatenate([rows[k], v]) for k, v in batch.items()}
+    while rows is not None:
+      first = int(rows["index"][0])
+      end = stop if not chunk_size else min(stop, (first // chunk_size + 1) * chunk_size)
+      take = min(batch_size, end - first)
+      if take > len(rows["index"]):
+        break  # the chunk goes on in the next batch read
+      yield _pad({k: v[:take] for k, v in rows.items()}, batch_size)
+      rows = {k: v[take:] for k, v in rows.items()} if take < len(rows["index"]) else None
+  if rows is not None:
+    yield _pad(rows, batch_size)
 
 
 def num_examples(cfg, num_images: int = -1) -> int:

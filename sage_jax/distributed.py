@@ -1,7 +1,8 @@
 """Several hosts: records travel between processes through JAX's own collectives.
 
-Process p evaluates the image chunks c with c % process_count == p; `gather_chunks` gives
-every process every chunk's records (no shared filesystem needed), and process 0 writes.
+Process p evaluates one contiguous block of the image chunks (`my_chunks`), so it reads one
+slice of the split; `gather_chunks` gives every process every chunk's records (no shared
+filesystem needed), and process 0 writes.
 """
 import io
 
@@ -11,8 +12,11 @@ import numpy as np
 from sage_jax import workdir as workdir_lib
 
 
-def owns(chunk: int) -> bool:
-  return chunk % jax.process_count() == jax.process_index()
+def my_chunks(n_chunks: int) -> range:
+  """This process's share of chunks 0..n_chunks-1: a contiguous block, sizes differing by
+  at most one."""
+  p, i = jax.process_count(), jax.process_index()
+  return range(i * n_chunks // p, (i + 1) * n_chunks // p)
 
 
 def gather_chunks(own: dict) -> dict:

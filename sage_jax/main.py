@@ -12,6 +12,8 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
+from sage_jax import compile_cache
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where results (and progress, for resuming) are written.")
@@ -30,7 +32,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError)
 
 
-def run(config, workdir: str, new_subdir: bool = False):
+def run(config, workdir: str, new_subdir: bool = False, stats=None):
   if config.mode == "train":
     if new_subdir:
       raise ValueError("conflicting flags: --new_subdir applies to sweeps, not to mode=train")
@@ -38,7 +40,7 @@ def run(config, workdir: str, new_subdir: bool = False):
     return train.train_and_save(config, workdir)
   if config.mode == "sweep":
     from sage_jax import sweep
-    return sweep.run(config, workdir, new_subdir)
+    return sweep.run(config, workdir, new_subdir, stats=stats)
   raise ValueError(f"unknown mode {config.mode!r}; allowed: sweep, train")
 
 
@@ -50,8 +52,10 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info("JAX process %d/%d, devices %s", jax.process_index(), jax.process_count(),
                jax.devices())
+  stats = compile_cache.Stats()
   try:
-    run(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir)
+    run(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir, stats)
+    logging.info("%s", stats.summary())
   except INPUT_ERRORS as e:
     if FLAGS.verbose:
       traceback.print_exc()

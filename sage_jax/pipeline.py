@@ -12,6 +12,7 @@ only on the evidence sets it has not seen for that image yet (`make_steps`); eac
 compiles once and nothing returns to the host between budgets.
 """
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax import checkpoints, data, importance, metrics, offload, selection, vit
+from sage_jax import checkpoints, data, importance, metrics, offload, selection, timing, vit
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -219,22 +220,6 @@ def build(plan, models: Models) -> Pipeline:
                   lambda tree: jax.device_put(tree, split), mesh)
 
 
-def _rebatch(parts, size):
-  """Concatenates row trees and cuts them into full batches of `size` (the last padded).
-
-  Yields (batch, valid bool[size]).
-  """
-  merged = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-  n = len(merged["index"])
-  for lo in range(0, n, size):
-    take = min(size, n - lo)
-    batch = jax.tree.map(lambda v: v[lo:lo + take], merged)
-    if take < size:
-      batch = jax.tree.map(
-          lambda v: np.concatenate([v, np.zeros((size - take,) + v.shape[1:], v.dtype)]), batch)
-    yield batch, np.arange(size) < take
-
-
 def _raise_if_not_finite(finite, index, where):
   if not finite.all():
     bad = index[~finite]
@@ -251,67 +236,154 @@ def uncertainties(pipe: Pipeline, batches) -> np.ndarray:
 
 # Keys of `evaluate`'s records that hold selection-map examples, not per-image decisions.
 MAP_KEYS = ("map_image", "map_keep_idx", "map_keep_mask")
+SMALL = ("pred", "uncertainty", "finite", "attn_entropy")  # what the host needs of the edge
 
 
-def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None):
+def _regroup_fns(pipe: Pipeline):
+  """Jitted device functions that regroup offloaded rows into server batches in place.
+
+  The buffer holds server_batch_size + batch_size rows: the offloaded rows not yet sent to
+  the server, in offload order from row 0, zeros after them (so a last, partial server
+  batch is padded with zeros, as the server steps expect).
+  """
+  s, cap = pipe.plan.server_batch_size, pipe.plan.server_batch_size + pipe.plan.batch_size
+  split = jax.sharding.NamedSharding(pipe.mesh, jax.sharding.PartitionSpec("batch"))
+
+  @functools.partial(jax.jit, out_shardings=split)
+  def empty(rows):
+    return jax.tree.map(lambda x: jnp.zeros((cap,) + x.shape[1:], x.dtype), rows)
+
+  @functools.partial(jax.jit, out_shardings=split, donate_argnums=0)
+  def append(buffer, rows, offloaded, count):
+    """Writes the offloaded rows of an edge batch after the `count` rows held."""
+    pos = jnp.where(offloaded, count + jnp.cumsum(offloaded) - 1, cap)  # cap: dropped
+    return jax.tree.map(lambda buf, x: buf.at[pos].set(x, mode="drop"), buffer, rows)
+
+  @functools.partial(jax.jit, out_shardings=(split, split), donate_argnums=0)
+  def pop(buffer):
+    """-> (the first server_batch_size rows, the buffer without them)."""
+    return (jax.tree.map(lambda x: x[:s], buffer),
+            jax.tree.map(lambda x: jnp.concatenate([x[s:], jnp.zeros_like(x[:s])]), buffer))
+
+  return empty, append, pop
+
+
+def _server_calls(fresh: np.ndarray, devices: int) -> int:
+  """Server forwards a budget step ran: each device runs ceil(its fresh rows / its batch)."""
+  per_device = fresh.reshape(fresh.shape[0], devices, -1)
+  return int(np.max(-(-per_device.sum((0, 2)) // per_device.shape[-1])))
+
+
+def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None,
+             timer=timing.NULL):
   """Per-image records of the valid images of `batches` (dicts: image, label, index, valid).
 
-  -> (records, (server rows run, (rule, budget, image) rows)). Records: index, label,
-  edge_pred, score (the gate's uncertainty), offloaded, attn_entropy for every image;
-  off_index, ceiling_pred, and server_pred / units / demand / coverage [m, R, nB] for the m
-  offloaded images; map_image (u8, for display) / map_keep_idx / map_keep_mask [R, K] of
-  the first report.map_examples offloaded images at the map budget.
+  -> (records, counts). Records: index, label, edge_pred, score (the gate's uncertainty),
+  offloaded, attn_entropy for every image; off_index, ceiling_pred, and server_pred / units
+  / demand / coverage [m, R, nB] for the m offloaded images; map_image (u8, for display) /
+  map_keep_idx / map_keep_mask [R, K] of the first report.map_examples offloaded images at
+  the map budget. counts: edge_batches, server_batches, server_calls per budget ("ceiling"
+  too), server_rows_run and server_rows_all ((rule, budget, image) rows).
+
+  The devices never wait for the host: each edge batch is dispatched before the host reads
+  the previous one's few per-image values; the offloaded rows (images, importance, tokens)
+  stay on the devices and are regrouped there (`_regroup_fns`); each server batch's
+  outputs are read after the next one is dispatched.
   """
   plan, steps = pipe.plan, pipe.steps
-  per_image = {k: [] for k in ("index", "label", "edge_pred", "score", "offloaded",
-                                "attn_entropy")}
-  pending = []
-  for batch in batches:
-    out = jax.device_get(steps.edge(pipe.edge_params, pipe.put(batch["image"])))
-    v = batch["valid"]
-    _raise_if_not_finite(out["finite"][v], batch["index"][v], "the input or the edge output")
-    off = v & (out["uncertainty"] > threshold)
-    for k, val in (("index", batch["index"]), ("label", batch["label"]),
-                   ("edge_pred", out["pred"]), ("score", out["uncertainty"]),
-                   ("offloaded", off), ("attn_entropy", out["attn_entropy"])):
-      per_image[k].append(val[v])
-    pending.append(dict(image=batch["image"][off], index=batch["index"][off],
-                        importance={k: x[off] for k, x in out["importance"].items()},
-                        tokens=out["tokens"][off]))
-    on_images(int(v.sum()))
-  records = {k: np.concatenate(v) for k, v in per_image.items()}
-
-  r, nb = len(plan.rules), len(plan.budgets)
-  per_off = {k: [] for k in ("off_index", "ceiling_pred", "server_pred", "units", "demand",
+  s, devices = plan.server_batch_size, pipe.mesh.devices.size
+  empty, append, pop = _regroup_fns(pipe)
+  records = {k: [] for k in ("index", "label", "edge_pred", "score", "offloaded", "attn_entropy",
+                             "off_index", "ceiling_pred", "server_pred", "units", "demand",
                              "coverage") + MAP_KEYS}
-  rows_run = rows_all = n_map = 0
-  if records["offloaded"].any():
-    for sb, valid in _rebatch(pending, plan.server_batch_size):
-      sb["valid"] = valid
-      ceiling, outs = jax.device_get(run_budgets(steps, pipe.server_params, pipe.put(sb),
-                                                 plan.budgets))
-      rows_run += sum(int(o["fresh"].sum()) for o in outs)
-      rows_all += r * nb * int(valid.sum())
-      idx = sb["index"][valid]
-      _raise_if_not_finite(ceiling["finite"][valid], idx, "the server output (all patches)")
-      for k, o in zip(plan.budgets, outs):
-        _raise_if_not_finite(o["finite"][:, valid].all(0), idx, f"the server output (budget {k})")
-      per_off["off_index"].append(idx)
-      per_off["ceiling_pred"].append(ceiling["pred"][valid])
-      for key in ("server_pred", "units", "demand", "coverage"):  # [R, S] per budget -> [S, R, nB]
-        per_off[key].append(np.stack([o[key] for o in outs], -1).transpose(1, 0, 2)[valid])
-      take = np.flatnonzero(valid)[:plan.report.map_examples - n_map]
-      at_map = outs[plan.budgets.index(plan.report.map_budget)]
-      per_off["map_image"].append(data.to_uint8(sb["image"][take], plan.dataset))
-      per_off["map_keep_idx"].append(at_map["keep_idx"][:, take].transpose(1, 0, 2))
-      per_off["map_keep_mask"].append(at_map["keep_mask"][:, take].transpose(1, 0, 2))
-      n_map += len(take)
-  k_map, hw = plan.report.map_budget, plan.dataset.image_size
-  empty = dict(off_index=((0,), np.int32), ceiling_pred=((0,), np.int32),
-               coverage=((0, r, nb), np.float32),
-               map_image=((0, hw, hw, plan.dataset.channels), np.uint8),
-               map_keep_idx=((0, r, k_map), np.int32), map_keep_mask=((0, r, k_map), bool))
-  for k, v in per_off.items():
-    shape, dtype = empty.get(k, ((0, r, nb), np.int32))
+  counts = dict(edge_batches=0, server_batches=0, server_rows_run=0, server_rows_all=0,
+                server_calls=dict.fromkeys(["ceiling"] + [str(k) for k in plan.budgets], 0))
+  state = dict(buffer=None, held=0, queue=[], map_left=plan.report.map_examples)
+
+  def read_edge(batch, rows, out):
+    """The host's part of an edge batch: its records, then its offloaded rows to the buffer."""
+    with timer("device_wait"):
+      small = jax.device_get({k: out[k] for k in SMALL})
+    v = batch["valid"]
+    _raise_if_not_finite(small["finite"][v], batch["index"][v], "the input or the edge output")
+    off = v & (small["uncertainty"] > threshold)
+    for k, val in (("index", batch["index"]), ("label", batch["label"]),
+                   ("edge_pred", small["pred"]), ("score", small["uncertainty"]),
+                   ("offloaded", off), ("attn_entropy", small["attn_entropy"])):
+      records[k].append(val[v])
+    on_images(int(v.sum() - off.sum()))
+    if off.any():
+      if state["buffer"] is None:
+        state["buffer"] = empty(rows)
+      state["buffer"] = append(state["buffer"], rows, pipe.put(off), state["held"])
+      state["held"] += int(off.sum())
+      state["queue"].append(batch["index"][off])
+      take = np.flatnonzero(off)[:state["map_left"]]
+      records["map_image"].append(data.to_uint8(batch["image"][take], plan.dataset))
+      state["map_left"] -= len(take)
+
+  def dispatch_server(n_valid):
+    """Runs every budget on the first server_batch_size rows held -> what read_server needs."""
+    batch, state["buffer"] = pop(state["buffer"])
+    valid = np.arange(s) < n_valid
+    batch["valid"] = pipe.put(valid)
+    queue = np.concatenate(state["queue"])
+    state["queue"], state["held"] = [queue[s:]], state["held"] - min(s, state["held"])
+    counts["server_batches"] += 1
+    return run_budgets(steps, pipe.server_params, batch, plan.budgets), queue[:n_valid], valid
+
+  def read_server(outputs, idx, valid):
+    with timer("device_wait"):
+      ceiling, outs = jax.device_get(outputs)
+    counts["server_calls"]["ceiling"] += 1
+    for k, o in zip(plan.budgets, outs):
+      counts["server_calls"][str(k)] += _server_calls(o["fresh"], devices)
+    counts["server_rows_run"] += sum(int(o["fresh"].sum()) for o in outs)
+    counts["server_rows_all"] += len(plan.rules) * len(plan.budgets) * len(idx)
+    _raise_if_not_finite(ceiling["finite"][valid], idx, "the server output (all patches)")
+    for k, o in zip(plan.budgets, outs):
+      _raise_if_not_finite(o["finite"][:, valid].all(0), idx, f"the server output (budget {k})")
+    records["off_index"].append(idx)
+    records["ceiling_pred"].append(ceiling["pred"][valid])
+    for key in ("server_pred", "units", "demand", "coverage"):  # [R, S] per budget -> [S, R, nB]
+      records[key].append(np.stack([o[key] for o in outs], -1).transpose(1, 0, 2)[valid])
+    take = np.arange(len(idx))[:plan.report.map_examples - sum(map(len, records["map_keep_idx"]))]
+    at_map = outs[plan.budgets.index(plan.report.map_budget)]
+    records["map_keep_idx"].append(at_map["keep_idx"][:, take].transpose(1, 0, 2))
+    records["map_keep_mask"].append(at_map["keep_mask"][:, take].transpose(1, 0, 2))
+    on_images(len(idx))
+
+  with timer("host"):
+    behind, in_flight = None, None  # the edge batch and the server batch not read yet
+    batches = iter(batches)
+    while True:
+      with timer("input_wait"):
+        batch = next(batches, None)
+      if batch is not None:  # dispatched before the host reads the batch before it
+        rows = dict(image=pipe.put(batch["image"]), index=pipe.put(batch["index"]))
+        out = steps.edge(pipe.edge_params, rows["image"])
+        rows.update(importance=out["importance"], tokens=out["tokens"])
+        counts["edge_batches"] += 1
+      if behind is not None:
+        read_edge(*behind)
+        while state["held"] >= s or (batch is None and state["held"] > 0):
+          launched = dispatch_server(min(s, state["held"]))
+          if in_flight is not None:
+            read_server(*in_flight)
+          in_flight = launched
+      if batch is None:
+        break
+      behind = (batch, rows, out)
+    if in_flight is not None:
+      read_server(*in_flight)
+
+  r, nb, k_map = len(plan.rules), len(plan.budgets), plan.report.map_budget
+  hw, ch = plan.dataset.image_size, plan.dataset.channels
+  empty_shapes = dict(off_index=((0,), np.int32), ceiling_pred=((0,), np.int32),
+                      coverage=((0, r, nb), np.float32), map_image=((0, hw, hw, ch), np.uint8),
+                      map_keep_idx=((0, r, k_map), np.int32),
+                      map_keep_mask=((0, r, k_map), bool))
+  for k, v in records.items():
+    shape, dtype = empty_shapes.get(k, ((0, r, nb), np.int32))
     records[k] = np.concatenate(v) if v else np.zeros(shape, dtype)
-  return records, (rows_run, rows_all)
+  return records, counts

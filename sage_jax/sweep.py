@@ -3,8 +3,11 @@
 `run(config, workdir)` is the main job: the config becomes a checked plan (`plan.make`),
 the images go through the jitted pipeline (`pipeline.evaluate`) in chunks of
 `chunk_size`, each finished chunk is saved in the workdir (a killed run redoes at most
-one), and process 0 writes the results, the plots and report.md.
+one), and process 0 writes the results, the plots, report.md and timing.json.
 """
+import itertools
+import json
+import os
 import time
 
 from absl import logging
@@ -12,68 +15,96 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from sage_jax import data, distributed, metrics, offload, pipeline, report
+from sage_jax import data, distributed, metrics, offload, pipeline, report, timing
 from sage_jax import plan as plan_lib
 from sage_jax import workdir as workdir_lib
 
 
-def evaluate(plan, models, workdir=None, progress=False) -> dict:
-  """Runs the sweep; returns per-image records (numpy arrays, dataset order).
+def _runs(chunks):
+  """Chunk ids -> lists of consecutive ids (each is read as one slice of the split)."""
+  for _, run in itertools.groupby(enumerate(chunks), lambda ic: ic[1] - ic[0]):
+    yield [c for _, c in run]
+
+
+def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
+  """Runs the sweep -> (per-image records in dataset order, counts of the work done).
 
   Records as `pipeline.evaluate`'s, over every chunk, plus the gate's threshold. With a
   workdir each finished chunk is saved and skipped when the run is started again. With
-  several processes, process p takes the chunks c with c % process_count == p and every
-  process ends with all records.
+  several processes each takes a contiguous block of chunks and every process ends with
+  all records.
   """
-  pipe = pipeline.build(plan, models)
-  ds, bs = plan.dataset, pipe.plan.batch_size
-  n_images = data.num_examples(ds, plan.num_images)
-  threshold = offload.threshold(plan.gate, lambda: pipeline.uncertainties(
-      pipe, data.eval_batches(ds, bs, 0, n_images)))
-  starts = list(range(0, n_images, plan.chunk_size))
-  ranges = [(s, min(s + plan.chunk_size, n_images)) for s in starts]
-  mine = [c for c in range(len(ranges)) if distributed.owns(c)]
-  own, rows_run, rows_all = {}, 0, 0
-  total = sum(ranges[c][1] - ranges[c][0] for c in mine)
-  with tqdm(total=total, disable=not progress, desc="sweep", unit="img") as bar:
-    for c in mine:
-      start, stop = ranges[c]
-      recs = workdir_lib.load_chunk(workdir, start, stop) if workdir else None
-      if recs is None:
-        recs, (run, every) = pipeline.evaluate(pipe, data.eval_batches(ds, bs, start, stop),
-                                               threshold, bar.update)
-        rows_run, rows_all = rows_run + run, rows_all + every
+  with timer("setup"):
+    pipe = pipeline.build(plan, models)
+  ds, bs, size = plan.dataset, pipe.plan.batch_size, plan.chunk_size
+  with timer("host"):
+    n_images = data.num_examples(ds, plan.num_images)
+    threshold = offload.threshold(plan.gate, lambda: pipeline.uncertainties(
+        pipe, data.eval_batches(ds, bs, 0, n_images)))
+  ranges = [(s, min(s + size, n_images)) for s in range(0, n_images, size)]
+  own, todo = {}, []
+  for c in distributed.my_chunks(len(ranges)):
+    with timer("write"):
+      own[c] = workdir_lib.load_chunk(workdir, *ranges[c]) if workdir else None
+    if own[c] is None:
+      todo.append(c)
+  counts = {}
+  with tqdm(total=sum(ranges[c][1] - ranges[c][0] for c in todo), disable=not progress,
+            desc="sweep", unit="img") as bar:
+    for run in _runs(todo):
+      stream = data.eval_batches(ds, bs, ranges[run[0]][0], ranges[run[-1]][1], size)
+      for c in run:
+        start, stop = ranges[c]
+        batches = itertools.islice(stream, -(-(stop - start) // bs))
+        own[c], done = pipeline.evaluate(pipe, batches, threshold, bar.update, timer)
+        counts = _add(counts, done)
         if workdir:
-          workdir_lib.save_chunk(workdir, start, stop, recs)
-      else:
-        bar.update(stop - start)
-      own[c] = recs
-  if rows_all:
+          with timer("write"):
+            workdir_lib.save_chunk(workdir, start, stop, own[c])
+  if counts:
     logging.info("server ran on %d of %d (rule, budget, image) rows; the rest repeat evidence "
-                 "it had already seen", rows_run, rows_all)
-  parts = distributed.gather_chunks(own)
-  records = {k: np.concatenate([parts[c][k] for c in range(len(ranges))]) for k in parts[0]}
+                 "it had already seen", counts["server_rows_run"], counts["server_rows_all"])
+  with timer("host"):
+    parts = distributed.gather_chunks(own)
+    records = {k: np.concatenate([parts[c][k] for c in range(len(ranges))]) for k in parts[0]}
   records["threshold"] = np.float64(threshold)
-  return records
+  return records, dict(counts, batch_size=bs, server_batch_size=pipe.plan.server_batch_size)
 
 
-def run(config, workdir: str, new_subdir: bool = False, progress: bool = True) -> list:
-  """Main job: sweep every (rule, budget); write results, plots and report.md.
+def _add(a: dict, b: dict) -> dict:
+  """Sums two (nested) dicts of counts."""
+  return {k: _add(a.get(k, {}), v) if isinstance(v, dict) else a.get(k, 0) + v
+          for k, v in b.items()}
+
+
+def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
+        stats=None) -> list:
+  """Main job: sweep every (rule, budget); write results, plots, report.md and timing.json.
 
   Resumes from the workdir's finished chunks when started again with the same config.
+  stats: compile_cache.Stats, to count compilation apart in the timing breakdown.
   """
-  t0 = time.time()
-  plan = plan_lib.make(config)
-  workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir)
-  records = evaluate(plan, pipeline.load_models(plan), workdir, progress)
+  t0 = time.perf_counter()
+  timer = timing.Timer(stats)
+  with timer("setup"):
+    plan = plan_lib.make(config)
+    workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir)
+    models = pipeline.load_models(plan)
+  records, counts = evaluate(plan, models, workdir, progress, timer)
   if jax.process_index() != 0:  # every process holds every record; process 0 writes
     return []
-  examples = {k: records.pop(k)[:plan.report.map_examples] for k in pipeline.MAP_KEYS}
-  rows = metrics.summarize(records, plan.labels, list(plan.budgets), plan.num_patches,
-                           plan.bits_per_unit, plan.report.n_boot)
-  report.write_all(rows, workdir, records, plan, examples)
-  logging.info("sweep finished in %.1f s", time.time() - t0)
+  with timer("write"):
+    examples = {k: records.pop(k)[:plan.report.map_examples] for k in pipeline.MAP_KEYS}
+    rows = metrics.summarize(records, plan.labels, list(plan.budgets), plan.num_patches,
+                             plan.bits_per_unit, plan.report.n_boot)
+    report.write_all(rows, workdir, records, plan, examples)
+  wall = time.perf_counter() - t0
+  breakdown = dict(wall_s=wall, segments_s=dict(timer.seconds), images=len(records["index"]),
+                   **counts)
+  workdir_lib.atomic_write(os.path.join(workdir, "timing.json"),
+                           (json.dumps(breakdown, indent=1) + "\n").encode())
+  logging.info("sweep finished in %.1f s: %s", wall, timer.summary())
   print(report.format_table(rows))
   print(f"wrote results.csv, results.json, per_image.npz, report.md and plots to {workdir} "
-        f"({time.time() - t0:.1f} s)")
+        f"({wall:.1f} s)")
   return rows

@@ -6,7 +6,7 @@ from sage_jax import data
 
 def test_eval_batches_pad_and_index():
   cfg = fmnist_sweep.get_config().dataset
-  batches = list(data.eval_batches(cfg, batch_size=4, stop=10))
+  batches = list(data.eval_batches(cfg, batch_size=4, start=0, stop=10))
   assert len(batches) == 3
   idx = np.concatenate([b["index"][b["valid"]] for b in batches])
   np.testing.assert_array_equal(idx, np.arange(10))
@@ -22,6 +22,33 @@ def test_eval_batches_pad_and_index():
   mid = list(data.eval_batches(cfg, batch_size=4, start=6, stop=9))
   np.testing.assert_array_equal(mid[0]["index"][mid[0]["valid"]], [6, 7, 8])
   np.testing.assert_allclose(mid[0]["image"][:3], data.normalize(raw[6:9], cfg))
+
+
+def test_batches_never_cross_a_chunk_border():
+  cfg = fmnist_sweep.get_config().dataset
+  raw = data.load_arrays(cfg, "test")[0]
+  # Chunks of 7 from 3: [3, 7), [7, 14), [14, 21), [21, 23); batches of 4 within each.
+  batches = list(data.eval_batches(cfg, batch_size=4, start=3, stop=23, chunk_size=7))
+  got = [b["index"][b["valid"]].tolist() for b in batches]
+  assert got == [[3, 4, 5, 6], [7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17], [18, 19, 20],
+                 [21, 22]]
+  for b in batches:
+    np.testing.assert_allclose(b["image"][b["valid"]], data.normalize(raw[b["index"][b["valid"]]],
+                                                                      cfg))
+    assert not b["index"][~b["valid"]].any() and not b["image"][~b["valid"]].any()
+  # Aligned chunks: the stream's batches pass through unchanged.
+  aligned = list(data.eval_batches(cfg, batch_size=4, start=0, stop=16, chunk_size=8))
+  assert [b["index"].tolist() for b in aligned] == [list(range(i, i + 4)) for i in (0, 4, 8, 12)]
+
+
+def test_a_sliced_split_keeps_its_own_positions():
+  cfg = fmnist_sweep.get_config().dataset
+  raw = data.load_arrays(cfg, "test")[0]
+  cfg.split = "test[5000:]"
+  assert data.num_examples(cfg) == 5000
+  (b,) = data.eval_batches(cfg, batch_size=3, start=10, stop=13)
+  assert b["index"].tolist() == [10, 11, 12]  # positions in test[5000:]
+  np.testing.assert_allclose(b["image"], data.normalize(raw[5010:5013], cfg))
 
 
 def test_missing_source_files_say_how_to_install(tmp_path):

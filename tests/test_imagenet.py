@@ -107,7 +107,7 @@ def test_paper_config_values():
 def test_eval_batches_preprocess_like_pil(fake_imagenet):
   data_dir, images, labels = fake_imagenet
   cfg = _config(data_dir).dataset
-  batches = list(data.eval_batches(cfg, batch_size=4))
+  batches = list(data.eval_batches(cfg, batch_size=4, start=0, stop=len(SIZES)))
   assert len(batches) == 2 and batches[0]["image"].shape == (4, 224, 224, 3)
   valid = np.concatenate([b["valid"] for b in batches])
   assert valid.tolist() == [True] * len(SIZES) + [False] * (8 - len(SIZES))

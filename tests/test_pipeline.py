@@ -69,7 +69,7 @@ def test_budget_steps_reuse_seen_evidence_and_match_a_plain_forward():
                                budgets="4,16,49"))
   models = pipeline.load_models(plan)
   budgets, model, params = plan.budgets, models.server, models.server_params
-  images = next(data.eval_batches(plan.dataset, 40))["image"]
+  images = next(data.eval_batches(plan.dataset, 40, 0, 40))["image"]
   steps = pipeline.make_steps(plan, models.edge, models.server)
   out = steps.edge(models.edge_params, images)
   batch = dict(image=jnp.asarray(images), index=jnp.arange(40, dtype=jnp.int32),
@@ -88,3 +88,14 @@ def test_budget_steps_reuse_seen_evidence_and_match_a_plain_forward():
   demand = np.asarray(outs[2]["demand"][1])  # threshold: the same set at 16 and 49 iff <= 16
   assert 0 < (demand <= 16).sum() < len(demand)
   np.testing.assert_array_equal(fresh[49][1], (demand > 16) & (demand < 49))
+
+
+def test_server_calls_count_each_devices_chunks():
+  fresh = np.zeros((2, 8), bool)  # 2 rules x 8 rows, 2 devices of 4 rows
+  assert pipeline._server_calls(fresh, 2) == 0
+  fresh[0, :3] = True             # device 0: 3 rows -> 1 call
+  assert pipeline._server_calls(fresh, 1) == 1 and pipeline._server_calls(fresh, 2) == 1
+  fresh[1, :4] = True             # device 0: 7 rows -> 2 calls of 4; device 1: none
+  assert pipeline._server_calls(fresh, 2) == 2
+  fresh[:, 4:] = True             # device 1: 8 rows -> 2 calls
+  assert pipeline._server_calls(fresh, 2) == 2 and pipeline._server_calls(fresh, 1) == 2

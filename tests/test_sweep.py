@@ -27,7 +27,7 @@ def _config(**overrides):
 
 def records(config):
   plan = plan_lib.make(config)
-  return sweep.evaluate(plan, pipeline.load_models(plan))
+  return sweep.evaluate(plan, pipeline.load_models(plan))[0]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,19 @@ def test_all_rows_and_files(full_run):
   for needle in ("## The paper's claims on this run", "SAGE vs top-K", "![selection map]",
                  "## Swap experiment", "| 0.25 |"):
     assert needle in report_md, needle
+
+
+def test_timing_breakdown_adds_up(full_run):
+  rows, workdir = full_run
+  with open(os.path.join(workdir, "timing.json")) as f:
+    t = json.load(f)
+  segments = t["segments_s"]
+  assert set(segments) <= {"setup", "compile", "input_wait", "device_wait", "host", "write"}
+  assert abs(sum(segments.values()) - t["wall_s"]) <= 0.05 * t["wall_s"], t
+  assert t["images"] == 300 and t["edge_batches"] == 1 and t["batch_size"] == 500
+  assert t["server_rows_run"] < t["server_rows_all"] == 11 * 3 * rows[0]["n_offloaded"]
+  assert t["server_calls"]["ceiling"] == t["server_batches"] >= 1
+  assert set(t["server_calls"]) == {"ceiling", "4", "16", "49"}
 
 
 def test_numbers_are_sane(full_run):
@@ -97,6 +110,11 @@ def test_fraction_gate_offloads_the_asked_share():
   assert rec["offloaded"].sum() == 30
   # Offloaded images are the least confident ones.
   assert rec["score"][rec["offloaded"]].min() > rec["score"][~rec["offloaded"]].max()
+
+
+def test_runs_of_consecutive_chunks():
+  assert list(sweep._runs([0, 1, 2, 5, 7, 8])) == [[0, 1, 2], [5], [7, 8]]
+  assert list(sweep._runs([])) == []
 
 
 def test_swap_zero_is_topk_per_image():
