@@ -25,6 +25,9 @@ flags.DEFINE_bool("distributed", False, "Start JAX's distributed runtime (one pr
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (--distributed).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (--distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index (--distributed).")
+flags.DEFINE_string("compile_cache", compile_cache.DEFAULT, "Folder of JAX's persistent "
+                    "compilation cache (a second run loads its compiled steps from there); "
+                    "'off' turns it off.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # What the code raises on purpose for bad input; anything else is a bug and keeps its
@@ -44,6 +47,28 @@ def run(config, workdir: str, new_subdir: bool = False, stats=None):
   raise ValueError(f"unknown mode {config.mode!r}; allowed: sweep, train")
 
 
+def parse_flags(argv):
+  """absl's flag parsing, but a bad flag (an unknown --config field, a value of the wrong type,
+  a config file that does not load) gets the one-line error and exit code 2 too."""
+  try:
+    args = FLAGS(argv)
+    FLAGS.config.get("mode")  # the config file loads lazily; load it here
+    return args
+  except flags.Error as e:
+    message = " ".join(str(e).split())
+  except (AttributeError, KeyError) as e:  # an override names a field the config lacks
+    if "config_flags" not in "".join(traceback.format_tb(e.__traceback__)):
+      raise
+    while e.args and isinstance(e.args[0], Exception):
+      e = e.args[0]
+    field, _, hint = str(e.args[0] if e.args else e).strip('"').partition("\n")
+    message = f"unknown config field {field}{f' ({hint})' if hint else ''}"
+  except OSError as e:  # the config file itself
+    message = f"could not load the config: {str(e).strip().splitlines()[-1].strip()}"
+  print(f"error: {message} (see --helpfull)", file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -53,6 +78,7 @@ def main(argv):
   logging.info("JAX process %d/%d, devices %s", jax.process_index(), jax.process_count(),
                jax.devices())
   stats = compile_cache.Stats()
+  logging.info("compilation cache: %s", compile_cache.enable(FLAGS.compile_cache) or "off")
   try:
     run(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir, stats)
     logging.info("%s", stats.summary())
@@ -64,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

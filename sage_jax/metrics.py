@@ -89,6 +89,7 @@ def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
         ref = records["server_pred"][:, base, j] == label_off
         paired = stats.paired_bootstrap(correct, ref, n_boot)
         row.update(diff_vs_topk=paired["diff"], diff_vs_topk_lo=paired["lo"],
-                   diff_vs_topk_hi=paired["hi"], p_vs_topk=stats.mcnemar(correct, ref)["p_value"])
+                   diff_vs_topk_hi=paired["hi"],
+                   p_vs_topk=stats.mcnemar(correct, ref)["p_value"] if m else float("nan"))
       rows.append({k: row[k] for k in COLUMNS})
   return rows

@@ -6,9 +6,8 @@ more sensitive than comparing two independent intervals. The percentile bootstra
 own: scipy.stats.bootstrap draws its resamples differently (so it would not reproduce the
 published intervals) and refuses fewer than two observations.
 """
-import math
-
 import numpy as np
+import scipy.stats
 
 # Bootstrap resamples are drawn in chunks of at most this many indices (memory bound).
 _CHUNK = 1 << 22
@@ -63,26 +62,18 @@ def paired_bootstrap(a, b, n_boot=2000, seed=0, alpha=0.05) -> dict:
   return dict(diff=float(d.mean()), lo=float(lo), hi=float(hi))
 
 
-def _log_binom_half_cdf(k: int, n: int) -> float:
-  """log P(X <= k) for X ~ Binomial(n, 1/2), summed in log space (no overflow for large n)."""
-  i = np.arange(1, k + 1)
-  # log C(n, j) for j = 0..k from C(n, j) = C(n, j-1) * (n-j+1) / j
-  log_comb = np.concatenate([[0.0], np.cumsum(np.log(n - i + 1) - np.log(i))])
-  top = log_comb.max()
-  return float(top + np.log(np.exp(log_comb - top).sum()) - n * math.log(2))
-
-
 def mcnemar(a, b) -> dict:
   """Exact two-sided McNemar test of two rules on the same images.
 
   a, b: bool[m]. n01 = images a gets wrong and b right, n10 = a right and b wrong. Under
   "no difference" each of the n = n01 + n10 discordant images goes either way with
-  probability 1/2: p = min(1, 2 * P(Binomial(n, 1/2) <= min(n01, n10))); n = 0 -> p = 1.
+  probability 1/2: an exact binomial test of n10 out of n (scipy.stats.binomtest); n = 0
+  -> p = 1.
   """
   a, b = np.asarray(a, bool), np.asarray(b, bool)
   if a.shape != b.shape or a.ndim != 1:
     raise ValueError(f"a and b must be 1-d of the same length; got shapes {a.shape} and {b.shape}")
   n01, n10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
   n = n01 + n10
-  p = 1.0 if n == 0 else min(1.0, 2.0 * math.exp(_log_binom_half_cdf(min(n01, n10), n)))
+  p = 1.0 if n == 0 else float(scipy.stats.binomtest(n10, n, 0.5).pvalue)
   return dict(n01=n01, n10=n10, p_value=p)

@@ -97,6 +97,8 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
     examples = {k: records.pop(k)[:plan.report.map_examples] for k in pipeline.MAP_KEYS}
     rows = metrics.summarize(records, plan.labels, list(plan.budgets), plan.num_patches,
                              plan.bits_per_unit, plan.report.n_boot)
+    if rows[0]["n_offloaded"] == 0:
+      logging.warning(report.nothing_offloaded(rows[0], plan.gate, records["score"]))
     report.write_all(rows, workdir, records, plan, examples)
   wall = time.perf_counter() - t0
   breakdown = dict(wall_s=wall, segments_s=dict(timer.seconds), images=len(records["index"]),

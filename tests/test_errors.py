@@ -59,6 +59,15 @@ CASES = {
 }
 # Cases whose flags replace BASE.
 ALONE = {
+    "unknown_field": (["--config=configs/fmnist_sweep.py", "--config.budgetz=4"],
+                      "unknown config field 'budgetz' (Did you mean \"budgets\""),
+    "unknown_rule_param": (["--config=configs/fmnist_sweep.py",
+                            "--config.rule_params.sage.pool=3"], "unknown config field 'pool'"),
+    "wrong_type": (["--config=configs/fmnist_sweep.py", "--config.num_images=many"],
+                   "flag --config.num_images=many: invalid literal for int()"),
+    "missing_config": (["--config=configs/nope.py"],
+                       "could not load the config: [Errno 2] No such file or directory: "
+                       "'configs/nope.py'"),
     "conflicting_flags": (["--config=configs/fmnist_train.py:edge", "--new_subdir"],
                           "conflicting flags: --new_subdir applies to sweeps"),
 }
