@@ -40,6 +40,7 @@ def get_config(role="server"):
       patch_drop_keep=keep,  # kept-patch counts drawn uniformly per step; None = all
       seed=0,
       max_steps=-1,          # > 0: stop after this many steps (a quick check); -1: no limit
+      eval_images=-1,        # > 0: test accuracy on the first N test images only; -1: all
       output=output,         # file name, written into --workdir (with <name>.json: the log)
   ))
   return c

@@ -70,6 +70,9 @@ def _check(t) -> None:
   if t.max_steps == 0 or t.max_steps < -1:
     raise ValueError(f"train.max_steps {t.max_steps} is not allowed; give a positive number of "
                      "steps or -1 (no limit)")
+  if t.eval_images == 0 or t.eval_images < -1:
+    raise ValueError(f"train.eval_images {t.eval_images} is not allowed; give a positive number "
+                     "of test images or -1 (all)")
   if t.epochs <= 0:
     raise ValueError(f"train.epochs {t.epochs} is not allowed; it must be >= 1")
   if os.path.basename(t.output) != t.output or not t.output.endswith(".msgpack"):
@@ -94,11 +97,15 @@ def train_and_save(config, workdir: str) -> dict:
   log_path = os.path.splitext(ckpt_path)[0] + ".json"
   x_train, y_train = data.load_arrays(ds_cfg, "train")
   x_test, y_test = data.load_arrays(ds_cfg, "test")
+  if t.eval_images > 0:  # the first N test images (a quick check)
+    x_test, y_test = x_test[:t.eval_images], y_test[:t.eval_images]
   model = vit.Model(ds_cfg.num_classes, t.variant, ds_cfg.image_size)
   n = model.num_patches
   rng = np.random.default_rng(t.seed)
-  params = model.init(jax.random.PRNGKey(t.seed),
-                      jnp.zeros((1, ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels)))["params"]
+  # jitted: one compilation instead of one per initialiser op.
+  params = jax.jit(model.init)(
+      jax.random.PRNGKey(t.seed),
+      jnp.zeros((1, ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels)))["params"]
   steps_per_epoch = len(x_train) // t.batch_size
   total = steps_per_epoch * t.epochs
   # The schedule is the full run's, so a run cut short by max_steps is its prefix.
@@ -135,9 +142,10 @@ def train_and_save(config, workdir: str) -> dict:
                         test_acc=acc, seconds=time.time() - t0))
     logging.info("epoch %d (%d steps): loss %.4f test_acc %.4f (%.0f s)", *history[-1].values())
     log = dict(meta, checkpoint=os.path.basename(ckpt_path), steps=done, total_steps=total,
-               test_acc=acc, history=history)
+               test_images=len(x_test), test_acc=acc, history=history)
     workdir_lib.atomic_write(log_path, (json.dumps(log, indent=1) + "\n").encode())
-  meta.update(test_acc=history[-1]["test_acc"], steps=done, history=history)
+  meta.update(test_acc=history[-1]["test_acc"], test_images=len(x_test), steps=done,
+              history=history)
   checkpoints.save(ckpt_path, params, meta)
   logging.info("saved %s (test acc %.4f) and %s", ckpt_path, history[-1]["test_acc"], log_path)
   return meta
