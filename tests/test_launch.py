@@ -18,9 +18,9 @@ JAX_VERSION = re.search(r"^JAX_VERSION=(\S+)$", COMMON, re.M).group(1)
 TORCH = re.search(r"^TORCH_VERSION=(\S+)$", COMMON, re.M).group(1)
 
 
-def _run(script, *args, cwd=None):
+def _run(script, *args, cwd=None, timeout=60):
   return subprocess.run(["bash", os.path.join(ROOT, script), *args], capture_output=True,
-                        text=True, timeout=60, cwd=cwd)
+                        text=True, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_sweep_default_from_another_directory(tmp_path):
   """Overrides first: the default workdir, from the caller's directory; every argument
   reaches sage_jax.main (not taken for the workdir)."""
   out = _run("launch/sweep_default.sh", "--config.num_images=50", "--config.methods=topk",
-             "--config.budgets=4", cwd=tmp_path)
+             "--config.budgets=4", cwd=tmp_path, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   with open(tmp_path / "results" / "fmnist" / "config.json") as f:
     config = json.load(f)["config"]
@@ -193,7 +193,8 @@ def test_sweep_default_from_another_directory(tmp_path):
   assert not glob.glob(os.path.join(ROOT, "--config*"))
   # A relative workdir lands in the caller's directory too (here: one that cannot be made).
   (tmp_path / "blocker").write_text("a file where the workdir's parent should be")
-  out = _run("launch/sweep_default.sh", "blocker/w", "--config.num_images=50", cwd=tmp_path)
+  out = _run("launch/sweep_default.sh", "blocker/w", "--config.num_images=50", cwd=tmp_path,
+             timeout=600)
   assert out.returncode == 2
   assert f"workdir {tmp_path}/blocker/w is not writable" in out.stderr.strip().splitlines()[-1]
 
