@@ -124,6 +124,7 @@ def _probe(url: str, seconds: float):
 
 def _download_and_prepare(builder, manual_dir: str, missing) -> None:
   """TFDS's ordinary download of fashion_mnist; one clear error when it cannot run."""
+  import tensorflow_datasets as tfds
   from tensorflow_datasets.core.download import download_manager
   where = (f"Fashion-MNIST is not prepared under data_dir={str(builder.data_dir_root)!r}, its "
            f"source files are not in {manual_dir} (missing: {', '.join(missing)})")
@@ -132,7 +133,7 @@ def _download_and_prepare(builder, manual_dir: str, missing) -> None:
     try:
       builder.download_and_prepare()
       return
-    except (OSError, download_manager.NonMatchingChecksumError) as e:
+    except (OSError, tfds.download.DownloadError, download_manager.NonMatchingChecksumError) as e:
       why = f"{type(e).__name__}: {e}"
   why = " ".join(str(why).split())[:300]
   raise FileNotFoundError(f"{where}, and TFDS could not download it ({why}); {_GET_FMNIST}")
