@@ -102,10 +102,10 @@ def train_and_save(config, workdir: str) -> dict:
   model = vit.Model(ds_cfg.num_classes, t.variant, ds_cfg.image_size)
   n = model.num_patches
   rng = np.random.default_rng(t.seed)
-  # jitted: one compilation instead of one per initialiser op.
-  params = jax.jit(model.init)(
-      jax.random.PRNGKey(t.seed),
-      jnp.zeros((1, ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels)))["params"]
+  # Not jitted: jit gives other initial values (fused ops), and the shipped models
+  # were trained from these.
+  params = model.init(jax.random.PRNGKey(t.seed),
+                      jnp.zeros((1, ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels)))["params"]
   steps_per_epoch = len(x_train) // t.batch_size
   total = steps_per_epoch * t.epochs
   # The schedule is the full run's, so a run cut short by max_steps is its prefix.
