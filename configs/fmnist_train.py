@@ -1,18 +1,23 @@
 """Trains an embedded Fashion-MNIST model. Arg picks which: edge | server | server_plain.
 
   python -m sage_jax.main --config=configs/fmnist_train.py:server --workdir=/tmp/train
+
+writes /tmp/train/fmnist_server.msgpack and /tmp/train/fmnist_server.json (the
+epochs' test accuracy). The shipped models in checkpoints/ change only when you
+copy a result over them: cp /tmp/train/fmnist_server.msgpack checkpoints/
 """
 import ml_collections
 
 from sage_jax import defaults
 
-# role -> (variant, epochs, crop_pad, patch-drop keep buckets or None, output file).
+# role -> (variant, epochs, crop_pad, patch-drop keep buckets or None, output file name
+# in the workdir).
 # The edge is small and briefly trained with augmentation so that it is clearly
 # weaker than the server; the server trains on random patch subsets.
 ROLES = {
-    "edge": ("fm-edge", 3, 2, None, "checkpoints/fmnist_edge.msgpack"),
-    "server": ("fm-server", 15, 0, (49, 36, 24, 16, 8), "checkpoints/fmnist_server.msgpack"),
-    "server_plain": ("fm-server", 15, 0, None, "checkpoints/fmnist_server_plain.msgpack"),
+    "edge": ("fm-edge", 3, 2, None, "fmnist_edge.msgpack"),
+    "server": ("fm-server", 15, 0, (49, 36, 24, 16, 8), "fmnist_server.msgpack"),
+    "server_plain": ("fm-server", 15, 0, None, "fmnist_server_plain.msgpack"),
 }
 
 
@@ -34,6 +39,8 @@ def get_config(role="server"):
       crop_pad=crop_pad,     # >0: random crop after padding by this many pixels, and flips
       patch_drop_keep=keep,  # kept-patch counts drawn uniformly per step; None = all
       seed=0,
-      output=output,
+      max_steps=-1,          # > 0: stop after this many steps (a quick check); -1: no limit
+      eval_images=-1,        # > 0: test accuracy on the first N test images only; -1: all
+      output=output,         # file name, written into --workdir (with <name>.json: the log)
   ))
   return c

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The paper's ImageNet sweep on a Cloud TPU VM: create the VM (or reuse it when
-# it exists), copy this checkout and the two checkpoints to every worker,
-# install sage_jax with jax[tpu], convert the checkpoints, run the sweep on
-# every worker (JAX's distributed runtime: each worker takes its share of the
-# images, worker 0 writes the results), and copy worker 0's results back.
+# it exists), copy this checkout and the two checkpoints to every worker, give
+# each worker a CPython 3.11 (uv) with sage_jax and jax[tpu] (the version the
+# tests ran with), convert the checkpoints, run the sweep on every worker (JAX's
+# distributed runtime: each worker takes its share of the images, worker 0
+# writes the results), and copy worker 0's results back.
 #
 # Usage: bash launch/tpu_vm.sh --name=VM --zone=ZONE --data-dir=gs://... \
 #          --edge=SRC --server=SRC [options] [-- FLAGS]
@@ -13,17 +14,24 @@
 #   --accelerator-type=T    default v4-8; multi-host slices split the images over hosts
 #   --version=V             TPU software version (default tpu-ubuntu2204-base)
 #   --data-dir=gs://...     TFDS data_dir holding imagenet2012
-#   --edge=SRC              DeiT-Ti/16 weights: timm .safetensors/.pth, .npz or .msgpack (a file)
+#   --edge=SRC              DeiT-Ti/16 weights: timm .safetensors/.pth, Hugging Face
+#                           directory, .npz or .msgpack
 #   --server=SRC            DeiT-B/16 weights, same formats
-#   --workdir=DIR           results folder, on the VM (under ~/sage_jax) and here
-#                           (default results/imagenet_tpu)
-#   --dry-run               print the commands instead of running them
+#   --workdir=DIR           where the results land here (default results/imagenet_tpu);
+#                           on the VM they are written to ~/sage_jax/results/<its name>
+#   --dry-run               print the commands (and what runs on the workers) instead
 #   -- FLAGS                passed on to sage_jax.main, e.g. -- --config.num_images=1000
+# Relative paths are taken from the directory you run the script in.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 # shellcheck source=launch/common.sh
-source launch/common.sh
+source "${root}/launch/common.sh"
+
+# The workers' Python: the TPU images' own is too old for jax ${JAX_VERSION}
+# (tpu-ubuntu2204-base ships 3.10), so uv (pinned) installs a standalone CPython.
+UV_VERSION=0.13.8
+WORKER_PYTHON=3.11
 
 name="" zone="" project="" accel="v4-8" version="tpu-ubuntu2204-base" data_dir=""
 edge="" server="" workdir="results/imagenet_tpu" dry_run=0
@@ -50,9 +58,23 @@ for flag in name zone data_dir edge server; do
   [[ -n "${!flag}" ]] || die "--${flag//_/-} is required"
 done
 [[ "${data_dir}" == gs://* ]] || die "--data-dir must be a gs:// path the TPU VM can read"
+edge=$(abspath "${edge}")
+server=$(abspath "${server}")
+workdir=$(abspath "${workdir}")
 for src in "${edge}" "${server}"; do
-  [[ -f "${src}" ]] || die "checkpoint file not found: ${src}"
+  [[ -e "${src}" ]] || die "checkpoint not found: ${src}"
+  if [[ -d "${src}" && ! -f "${src}/config.json" ]]; then
+    die "${src} is a directory but not a Hugging Face checkpoint (no config.json)"
+  fi
+  case "$(basename "${src}")" in
+    sage_jax | sage_jax.tgz | sage_jax_uv) die "rename ${src}: the workers use that name" ;;
+  esac
 done
+# Both go to the workers' home directory under their own names.
+[[ "$(basename "${edge}")" != "$(basename "${server}")" ]] ||
+  die "--edge and --server have the same name $(basename "${edge}"); rename one"
+remote_workdir="results/$(basename "${workdir}")"
+cd "${root}"
 
 where=(--zone="${zone}")
 [[ -z "${project}" ]] || where+=(--project="${project}")
@@ -76,9 +98,10 @@ trap 'rm -rf "${tmp}"' EXIT
 tgz="${tmp}/sage_jax.tgz"
 run tar -czf "${tgz}" --exclude=./.git --exclude=./.venv --exclude=./results \
   --exclude=./checkpoints --exclude='*.safetensors' --exclude='*.pth' .
-run "${tpu[@]}" scp "${tgz}" "${edge}" "${server}" "${name}:~/" --worker=all "${where[@]}"
+# --recurse: a Hugging Face checkpoint is a directory.
+run "${tpu[@]}" scp --recurse "${tgz}" "${edge}" "${server}" "${name}:~/" --worker=all "${where[@]}"
 
-# On each worker (bash): unpack, install, convert (once per source), sweep.
+# On each worker (bash): unpack, Python + install, convert (once per source), sweep.
 # SRC (remote name) VARIANT DST -> shell lines; a .msgpack is used as it is.
 remote_ckpt() {
   local src
@@ -90,20 +113,38 @@ remote_ckpt() {
       "${src}" "$3" "$2"
   fi
 }
+torch_line=""
+if needs_torch "${edge}" || needs_torch "${server}"; then
+  torch_line="\"\$uv\" pip install -q --python .venv/bin/python torch==${TORCH_VERSION} --index-url ${TORCH_CPU_INDEX}"
+fi
 flags=""
 if ((${#extra[@]})); then flags=$(printf ' %q' "${extra[@]}"); fi
 remote="set -euo pipefail
 mkdir -p ~/sage_jax && tar -xzf ~/sage_jax.tgz -C ~/sage_jax && cd ~/sage_jax
-[[ -x .venv/bin/python ]] || python3 -m venv .venv
-.venv/bin/python -m pip install -q -e . 'jax[tpu]'
+uv=\"\$HOME/sage_jax_uv/uv\"
+[[ -x \"\$uv\" ]] || curl -LsSf https://astral.sh/uv/${UV_VERSION}/install.sh | env UV_UNMANAGED_INSTALL=\"\$HOME/sage_jax_uv\" sh
+.venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (${WORKER_PYTHON/./, }))' 2>/dev/null || { rm -rf .venv; \"\$uv\" venv -q --python ${WORKER_PYTHON} .venv; }
+\"\$uv\" pip install -q --python .venv/bin/python -e . 'jax[tpu]==${JAX_VERSION}'
+${torch_line}
 $(remote_ckpt "${edge}" Ti/16 checkpoints/deit_tiny.msgpack)
 $(remote_ckpt "${server}" B/16 checkpoints/deit_base.msgpack)
-.venv/bin/python -m sage_jax.main --config=configs/imagenet_deit.py --distributed \
- --workdir=$(printf %q "${workdir}") --config.dataset.data_dir=$(printf %q "${data_dir}") \
- --config.edge.checkpoint=checkpoints/deit_tiny.msgpack \
+.venv/bin/python -m sage_jax.main --config=configs/imagenet_deit.py --distributed \\
+ --workdir=${remote_workdir} --config.dataset.data_dir=$(printf %q "${data_dir}") \\
+ --config.edge.checkpoint=checkpoints/deit_tiny.msgpack \\
  --config.server.checkpoint=checkpoints/deit_base.msgpack${flags}"
+remote=$(printf '%s\n' "${remote}" | sed '/^$/d')
+case "${version}" in
+  tpu-ubuntu2204-base) image_python="ships Python 3.10" ;;
+  *) image_python="has its own python3, not used" ;;
+esac
+echo "# Python on the workers: CPython ${WORKER_PYTHON} from uv ${UV_VERSION} (the image" \
+  "${version} ${image_python}; jax[tpu]==${JAX_VERSION} needs Python >= ${MIN_PYTHON})"
+if ((dry_run)); then
+  echo "# on every worker (bash):"
+  printf '%s\n' "${remote}" | sed 's/^/#   | /'
+fi
 run "${tpu[@]}" ssh "${name}" --worker=all "${where[@]}" --command="${remote}"
 
 run mkdir -p "$(dirname "${workdir}")"
-run "${tpu[@]}" scp --recurse "${name}:~/sage_jax/${workdir}" "$(dirname "${workdir}")/" \
+run "${tpu[@]}" scp --recurse "${name}:~/sage_jax/${remote_workdir}" "$(dirname "${workdir}")/" \
   --worker=0 "${where[@]}"

