@@ -43,7 +43,7 @@ WHEELS=(ml_collections==1.1.0)
 # benchmark's rows (each budget compiles a DeiT-B forward, a sweep step and five selections
 # in each of its two sweeps), the paper's six in the sweep at scale.
 DEFAULTS=(--shapes=deit --batch=256 --budgets=16,48,96 --compute_dtype=bfloat16
-          --offload_share=0.357 --repeats=3 --min_seconds=0.5 --scale_images=4096)
+          --offload_share=0.357 --repeats=3 --scale_images=4096)
 
 out="${OUT:-results/device_bench}" wheels="" fetch="" py="python3" dry_run=0
 extra=()

@@ -60,7 +60,8 @@ at every budget of it (16..196 at DeiT), --scale_share of the images offloaded (
 warm-up run over the first edge batch compiles every step first (its time is its own row).
 Rows: images per second, and the projected time of the whole evaluation split (50,000
 ImageNet validation images; 10,000 at Fashion-MNIST) at that rate: compute only, no data
-loading or report.
+loading or report. It runs right after the peak row (so a run cut short by a time limit
+still has it; --out is rewritten after every part) but its rows come last.
 """
 import dataclasses
 import importlib.metadata
@@ -114,6 +115,8 @@ flags.DEFINE_list("scale_budgets", [], "Budgets of the sweep at scale (default: 
                   "config's, 16..196 at deit).")
 flags.DEFINE_float("scale_share", 0.357, "Share of the images the sweep at scale offloads "
                    "(the paper's 35.7%).")
+flags.DEFINE_integer("scale_server_batch", 0, "Offloaded images per server step of the sweep "
+                     "at scale (0: the config's, 64 at deit).")
 
 # shape -> (config, default budgets, images of the evaluation split)
 SHAPES = {"fmnist": (defaults.sweep_config, (4, 6, 8, 12, 16, 24, 32, 49), 10_000),
@@ -340,8 +343,9 @@ def sweep_rows(su, shape, n_off, timed):
 
 
 def run_shape(shape, plan, batch, repeats, warmup, min_seconds, offload_share, peak,
-              device=torch.device("cpu")):
-  """Every row for one shape. plan: the shape's sweep plan (models, rules, budgets)."""
+              device=torch.device("cpu"), report=lambda rows: None):
+  """Every row for one shape. plan: the shape's sweep plan (models, rules, budgets).
+  report(rows so far) after the forwards and after the selections."""
   su = make_setup(plan, batch, device)
   ndev = jax.local_device_count()
   n_off = -(-math.ceil(offload_share * len(su.images)) // ndev) * ndev
@@ -351,7 +355,9 @@ def run_shape(shape, plan, batch, repeats, warmup, min_seconds, offload_share, p
     return (seconds, out) if output else seconds
 
   rows, compiles, edge_out, server_time = forward_rows(su, shape, timed, peak)
+  report(rows + compiles)
   rows += selection_rows(su, shape, edge_out, server_time, timed)
+  report(rows + compiles)
   more_rows, more_compiles = sweep_rows(su, shape, n_off, timed)
   return rows + more_rows + compiles + more_compiles
 
@@ -399,7 +405,8 @@ class Checked(NamedTuple):
 
 def check(shapes, batch, repeats, budgets, rules, offload_share, matmul_size, torch_threads,
           compute_dtype="float32", torch_device="auto", scale_images=0, scale_shape="deit",
-          scale_rules=(), scale_budgets=(), scale_share=0.357, **_) -> Checked:
+          scale_rules=(), scale_budgets=(), scale_share=0.357, scale_server_batch=0,
+          **_) -> Checked:
   """Every option checked (ValueError naming the bad one) and resolved -> Checked."""
   if not 0 < offload_share <= 1:
     raise ValueError(f"offload_share {offload_share} is not allowed; it must be in (0, 1]")
@@ -424,7 +431,8 @@ def check(shapes, batch, repeats, budgets, rules, offload_share, matmul_size, to
   scale = None
   if scale_images:
     scale = throughput.scale_plan(_shape(scale_shape)[0](), scale_images, scale_share,
-                                  scale_rules, scale_budgets, compute_dtype)
+                                  scale_rules, scale_budgets, compute_dtype,
+                                  scale_server_batch)
   matmul = ((matmul_size or 8192, "bfloat16") if accelerator else
             (matmul_size or 2048, "float32"))
   return Checked(device, plans, matmul, scale, scale_images)
@@ -433,29 +441,29 @@ def check(shapes, batch, repeats, budgets, rules, offload_share, matmul_size, to
 def run(shapes, batch, repeats, warmup, min_seconds, budgets, rules, offload_share,
         matmul_size, torch_threads, compute_dtype="float32", torch_device="auto",
         scale_images=0, scale_shape="deit", scale_rules=(), scale_budgets=(), scale_share=0.357,
-        on_rows=lambda rows: None, checked=None):
-  """-> rows (dicts) for the matmul peak, every shape and the sweep at scale.
+        scale_server_batch=0, on_rows=lambda rows: None, checked=None):
+  """-> rows (dicts) for the matmul peak, every shape and the sweep at scale (run second,
+  listed last).
 
   checked: `check`'s result for these options (made here if not given). on_rows(rows so
   far) after each part.
   """
   c = checked or check(shapes, batch, repeats, budgets, rules, offload_share, matmul_size,
                        torch_threads, compute_dtype, torch_device, scale_images, scale_shape,
-                       scale_rules, scale_budgets, scale_share)
+                       scale_rules, scale_budgets, scale_share, scale_server_batch)
   torch.set_num_threads(torch_threads)
   with torch.inference_mode():
     rows = matmul_rows(*c.matmul, repeats, warmup, c.device)
     on_rows(rows)
     peak = max(v for v in (rows[0]["jax"], rows[0]["torch"]) if v)
+    scale = scale_rows(scale_shape, c.scale, c.scale_images, scale_share) if c.scale else []
+    on_rows(rows + scale)
     with torch_reference.autocast(c.device, compute_dtype):
       for shape, plan in zip(shapes, c.plans):
         rows += run_shape(shape, plan, batch, repeats, warmup, min_seconds, offload_share, peak,
-                          c.device)
-        on_rows(rows)
-  if c.scale:
-    rows += scale_rows(scale_shape, c.scale, c.scale_images, scale_share)
-    on_rows(rows)
-  return rows
+                          c.device, report=lambda part: on_rows(rows + part + scale))
+        on_rows(rows + scale)
+  return rows + scale
 
 
 VERSIONS = ("jax", "jaxlib", "flax", "torch", "numpy", "ml_collections")

@@ -47,14 +47,17 @@ def random_models(plan) -> pipeline.Models:
 
 
 def scale_plan(config, n_images: int, share: float, rules=(), budgets=(),
-               compute_dtype="float32"):
-  """A sweep config (every rule and budget of it unless given) -> its checked plan, the
-  batch sizes the config's, capped by the work: edge batch <= n_images, server batch <= the
-  images one edge batch offloads."""
+               compute_dtype="float32", server_batch: int = 0):
+  """A sweep config (every rule and budget of it unless given) -> its checked plan. Batch
+  sizes: the config's (server_batch > 0 replaces its server batch), capped by the work: edge
+  batch <= n_images, server batch <= the images offloaded in all."""
   if n_images < 1:
     raise ValueError(f"scale images {n_images} is not allowed; give at least 1")
   if not 0 < share <= 1:
     raise ValueError(f"offload share {share} is not allowed; it must be in (0, 1]")
+  if server_batch < 0:
+    raise ValueError(f"server batch {server_batch} is not allowed; give a size > 0, or 0 "
+                     "(the config's)")
   if rules:
     config.rules = ",".join(rules)
   if budgets:
@@ -62,8 +65,8 @@ def scale_plan(config, n_images: int, share: float, rules=(), budgets=(),
   config.compute_dtype = compute_dtype
   config.gate.measure, config.gate.fraction = "fraction", share
   config.batch_size = min(config.batch_size, n_images)
-  config.server_batch_size = min(config.server_batch_size,
-                                 max(1, math.ceil(share * config.batch_size)))
+  config.server_batch_size = min(server_batch or config.server_batch_size,
+                                 max(1, math.ceil(share * n_images)))
   return plan_lib.make(config)
 
 

@@ -140,6 +140,8 @@ def test_device_bench_scale_plan_and_batches():
   assert (plan.gate.measure, plan.gate.fraction) == ("fraction", 0.357)
   small = throughput.scale_plan(defaults.imagenet_deit(), 16, 0.357, ["topk"], [16])
   assert (small.batch_size, small.server_batch_size) == (16, 6)  # capped by the work
+  bigger = throughput.scale_plan(defaults.imagenet_deit(), 4096, 0.357, server_batch=256)
+  assert (bigger.batch_size, bigger.server_batch_size) == (256, 256)
   with pytest.raises(ValueError, match="offload share 0 is not allowed"):
     throughput.scale_plan(defaults.imagenet_deit(), 16, 0)
 
