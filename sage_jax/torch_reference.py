@@ -7,7 +7,14 @@ kept patch embeddings and their position embeddings, batched top-k, batched
 farthest-point sampling (a loop over the K picks, vectorised over the batch) and a
 per-image Python loop for the variable-length threshold rules, whose server forward then
 also runs image by image on just the kept patches.
+
+Devices: the model and its inputs live on one torch device (`resolve_device`: CUDA when
+sage_jax runs on a GPU), with bf16 autocast when sage_jax computes in bf16 (`autocast`; the
+weights stay float32 as sage_jax's parameters do, and float32 matmuls on CUDA use TF32 as
+XLA's default does). Selections run in float32 outside autocast, as sage_jax's do. CUDA runs
+asynchronously: whoever reads a clock calls `sync()` first.
 """
+import contextlib
 import math
 import time
 
@@ -21,12 +28,51 @@ THRESHOLD_RULES = ("threshold", "sum_threshold")
 TORCH_RULES = ("topk", "sage", "diversity") + THRESHOLD_RULES
 
 
+def sync():
+  """Waits for every CUDA kernel queued so far (a no-op when torch never used CUDA)."""
+  if torch.cuda.is_initialized():
+    torch.cuda.synchronize()
+
+
+def resolve_device(choice: str, jax_backend: str) -> torch.device:
+  """'auto' | 'cpu' | 'cuda' -> the reference's device; auto: CUDA when jax runs on a GPU
+  and torch sees one, else the CPU."""
+  if choice not in ("auto", "cpu", "cuda"):
+    raise ValueError(f"torch device {choice!r} is not allowed; allowed: auto, cpu, cuda")
+  if choice == "auto":
+    gpu = jax_backend in ("gpu", "cuda", "rocm")
+    choice = "cuda" if gpu and torch.cuda.is_available() else "cpu"
+  if choice == "cuda":
+    if not torch.cuda.is_available():
+      raise ValueError("torch device 'cuda' is not available here (torch "
+                       f"{torch.__version__} sees no CUDA device); use auto or cpu")
+    torch.set_float32_matmul_precision("high")  # TF32, as XLA's default float32 dot on GPUs
+  return torch.device(choice)
+
+
+def autocast(device: torch.device, compute_dtype: str):
+  """The forwards' context: bf16 autocast on `device` when compute_dtype is bfloat16."""
+  if compute_dtype == "float32":
+    return contextlib.nullcontext()
+  if compute_dtype != "bfloat16":
+    raise ValueError(f"compute dtype {compute_dtype!r} is not allowed; allowed: float32, "
+                     "bfloat16")
+  return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def matmul(n: int, dtype: str, device: torch.device):
+  """-> a zero-argument call of one n x n matmul in dtype on device (the peak row)."""
+  gen = torch.Generator(device).manual_seed(0)
+  a, b = torch.randn(2, n, n, generator=gen, device=device, dtype=getattr(torch, dtype))
+  return lambda: torch.mm(a, b)
+
+
 class TorchViT:
   """Eager PyTorch twin of a sage_jax ViT with the same weights (timm style)."""
 
-  def __init__(self, model: vit.ViT, params, channels: int):
+  def __init__(self, model: vit.ViT, params, channels: int, device="cpu"):
     def t(a):
-      return torch.from_numpy(np.array(a, np.float32))
+      return torch.from_numpy(np.array(a, np.float32)).to(device)
 
     def dense(p):  # flax kernel [in, out] -> torch weight [out, in]
       return t(p["kernel"]).T.contiguous(), t(p["bias"])
@@ -84,8 +130,8 @@ def torch_edge(model: TorchViT, images):
 
 def _farthest_point(x, seed, budget):
   """Greedy max-min cosine on unit rows x: f32[B, P, D], seeded at seed: i64[B] -> i64[B, K]."""
-  rows = torch.arange(x.shape[0])
-  chosen = torch.empty(x.shape[0], budget, dtype=torch.long)
+  rows = torch.arange(x.shape[0], device=x.device)
+  chosen = torch.empty(x.shape[0], budget, dtype=torch.long, device=x.device)
   chosen[:, 0] = seed
   min_dist = 1.0 - torch.bmm(x, x[rows, seed][..., None])[..., 0]
   min_dist[rows, seed] = -math.inf
@@ -98,7 +144,13 @@ def _farthest_point(x, seed, budget):
 
 
 def torch_select(name, importance, tokens, budget, kw):
-  """-> i64[B, K] for the fixed-size rules, a list of i64[k_b] for the threshold rules."""
+  """-> i64[B, K] for the fixed-size rules, a list of i64[k_b] for the threshold rules.
+  In float32 whatever the forwards' dtype, as sage_jax's selections."""
+  with torch.autocast(importance.device.type, enabled=False):
+    return _select(name, importance.float(), tokens.float(), budget, kw)
+
+
+def _select(name, importance, tokens, budget, kw):
   if name == "topk":
     return importance.topk(budget, dim=1).indices
   if name == "diversity":
@@ -131,20 +183,24 @@ def torch_sweep(edge, server, images, specs, budgets, n_off):
   """The reference structure: one configuration per pass over the batch, the all-patch
   ceiling being one more.
 
-  -> (server predictions per (rule, budget), seconds spent on each rule, on the ceiling).
+  -> (server predictions per (rule, budget), seconds spent on each rule, on the ceiling);
+  the clocks are read after `sync()`, so queued CUDA work counts where it was queued.
   """
   def offloaded():
     out = torch_edge(edge, images)
     return out, out["uncertainty"].argsort(descending=True, stable=True)[:n_off]
 
   preds, seconds = [], []
+  sync()
   for name, kw in specs:
     t0 = time.perf_counter()
     for k in budgets:
       out, off = offloaded()
       sel = torch_select(name, out["importance"][off], out["tokens"][off], k, kw)
       preds.append(torch_server(server, images[off], sel))
+    sync()
     seconds.append(time.perf_counter() - t0)
   t0 = time.perf_counter()
   server(images[offloaded()[1]])
+  sync()
   return preds, seconds, time.perf_counter() - t0

@@ -27,9 +27,12 @@ def test_smoke_run_has_every_row(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "sage_jax.benchmark", "--shapes=fmnist", "--batch=4",
        "--repeats=1", "--warmup=0", "--min_seconds=0", "--budgets=4", "--matmul_size=128",
-       f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+       "--scale_images=0", f"--out={out}"],  # the sweep at scale: test_device_bench.py
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = json.loads(out.read_text())["rows"]
+  result = json.loads(out.read_text())
+  assert result["complete"] and result["torch_device"] == "cpu"
+  rows = result["rows"]
   expected = {"matmul fp32 128x128", "edge forward", "server forward K=4",
               "sage % of server K=4", "full sweep 5x1, 2/4 off",
               "sweep, threshold rules 2x1", "full sweep, server rows run", "compile edge step",
@@ -119,3 +122,33 @@ def test_reference_sweep_answers_equal_sage_jax(setup):
   for (rule, k), w, p in zip([(r, k) for r in rules for k in budgets], want, preds):
     got = torch.cat(p) if isinstance(p, list) else p
     np.testing.assert_array_equal(got.numpy(), w, err_msg=f"{rule} K={k}")
+
+
+def test_torch_bf16_autocast_close_to_sage_jax_bf16():
+  """The GPU configuration's numerics (bf16 activations, float32 weights), here on the CPU:
+  torch under bf16 autocast against sage_jax with compute_dtype=bfloat16."""
+  su = benchmark.make_setup(
+      benchmark.shape_plan("fmnist", ["topk"], [12], compute_dtype="bfloat16"), batch=6)
+  want = su.pipe.steps.edge(su.pipe.edge_params, su.images)
+  device = torch_reference.resolve_device("auto", "cpu")
+  with torch.inference_mode(), torch_reference.autocast(device, "bfloat16"):
+    got = torch_reference.torch_edge(su.torch_models[0], su.images_t)
+    keep = jax.lax.top_k(want["importance"]["cls_attention"], 8)[1]
+    got_logits = su.torch_models[1](su.images_t, torch.from_numpy(np.array(keep)).long())[0]
+  logits = su.server.apply({"params": su.pipe.server_params}, su.images, keep)[0]
+  assert got_logits.dtype == torch.bfloat16  # autocast ran the head in bf16
+  np.testing.assert_allclose(got["importance"].float().numpy(),
+                             want["importance"]["cls_attention"], atol=3e-3)
+  np.testing.assert_allclose(got["uncertainty"].float().numpy(), want["uncertainty"], atol=3e-2)
+  np.testing.assert_allclose(got_logits.float().numpy(), logits, atol=2e-2)
+
+
+def test_resolve_device_on_a_cpu_host():
+  assert torch_reference.resolve_device("auto", "cpu").type == "cpu"
+  assert torch_reference.resolve_device("cpu", "gpu").type == "cpu"
+  with pytest.raises(ValueError, match="allowed: auto, cpu, cuda"):
+    torch_reference.resolve_device("tpu", "cpu")
+  if not torch.cuda.is_available():
+    with pytest.raises(ValueError, match="'cuda' is not available here"):
+      torch_reference.resolve_device("cuda", "gpu")
+    assert torch_reference.resolve_device("auto", "gpu").type == "cpu"

@@ -1,0 +1,151 @@
+"""launch/device_bench.sh, the GPU measurement in one call, and the sweep at scale, run here on
+the CPU at tiny sizes (no test needs a GPU).
+
+The GPU machine has no TensorFlow: the script runs with stub `tensorflow` and
+`tensorflow_datasets` packages first on PYTHONPATH, which fail on import, and its JSON must
+say that no `tensorflow` module was loaded.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sage_jax import defaults, throughput
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "launch", "device_bench.sh")
+# After the script's GPU defaults: no benchmark shapes (test_benchmark.py runs those), the
+# sweep at scale at Fashion-MNIST shapes on 6 images, 2 rules, 1 budget.
+TINY = ["--shapes=", "--matmul_size=64", "--repeats=1", "--warmup=0", "--min_seconds=0",
+        "--scale_shape=fmnist", "--scale_images=6", "--scale_budgets=4",
+        "--scale_rules=topk,threshold"]
+
+
+def _script(*args, env=None, timeout=60):
+  return subprocess.run(["bash", SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout, env=env)
+
+
+def _commands(stdout):
+  return [line[2:] for line in stdout.splitlines() if line.startswith("+ ")]
+
+
+@pytest.fixture
+def no_tensorflow(tmp_path):
+  """PYTHONPATH holding `tensorflow` and `tensorflow_datasets` packages that fail on import."""
+  stub = tmp_path / "stub"
+  for name in ("tensorflow", "tensorflow_datasets"):
+    (stub / name).mkdir(parents=True)
+    (stub / name / "__init__.py").write_text(
+        f"raise ImportError('{name} is not installed on the GPU machine')\n")
+  return str(stub)
+
+
+def test_device_bench_runs_here_at_tiny_sizes(tmp_path, no_tensorflow):
+  out = tmp_path / "out"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=no_tensorflow)
+  env.pop("OUT", None)
+  proc = _script(f"--python={sys.executable}", f"--out={out}", "--", *TINY, env=env,
+                 timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  assert "no TensorFlow imported" in proc.stdout
+
+  result = json.loads((out / "bench.json").read_text())
+  assert result["complete"] and not result["tensorflow_imported"]
+  assert result["jax_backend"] == "cpu" and result["torch_device"] == "cpu"
+  assert result["options"]["compute_dtype"] == "bfloat16"  # the script's GPU default
+  rows = result["rows"]
+  scale = rows[1]["scale"]
+  assert [r["name"] for r in rows] == [
+      "matmul fp32 64x64", "sweep at scale 2x1, 6 img, 2 off",
+      "projected 10,000-image sweep, compute only",
+      f"sweep at scale, server rows run of {scale['rows_all']}",
+      "sweep at scale, warm-up: compile + 6 img"]
+  assert scale["offloaded"] == round(0.357 * 6) and scale["rows_all"] == 2 * 1 * 2
+  assert 0 < rows[3]["jax"] <= scale["rows_all"]
+  assert rows[1]["jax"] == pytest.approx(6 / scale["seconds"])
+  assert rows[2]["jax"] == pytest.approx(10_000 / rows[1]["jax"])
+  assert all(r["jax"] > 0 for r in rows)
+
+  table = (out / "bench.txt").read_text()
+  for r in rows:
+    assert r["name"] in table
+  assert "[" in (out / "log.txt").read_text()  # progress lines
+
+
+def test_device_bench_import_chain_loads_no_tensorflow():
+  code = ("import sys\n"
+          "import sage_jax.benchmark, sage_jax.throughput, sage_jax.pipeline, sage_jax.plan\n"
+          "loaded = [m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules]\n"
+          "assert not loaded, loaded\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_device_bench_dry_run_installs_wheels_then_runs_the_gpu_defaults(tmp_path):
+  wheels = tmp_path / "whl"
+  wheels.mkdir()
+  (wheels / "ml_collections-1.1.0-py3-none-any.whl").write_bytes(b"")
+  out = tmp_path / "out"
+  proc = _script("--dry-run", f"--wheels={wheels}", f"--out={out}", "--",
+                 "--scale_images=8192")
+  assert proc.returncode == 0, proc.stderr
+  install, bench = _commands(proc.stdout)
+  assert install.startswith("python3 -m pip install -q --no-index --no-deps ")
+  assert f"{wheels}/ml_collections-1.1.0-py3-none-any.whl" in install
+  assert bench.startswith("python3 -m sage_jax.benchmark --shapes=deit --batch=256 ")
+  assert "--compute_dtype=bfloat16" in bench
+  assert bench.endswith(f"--scale_images=4096 --scale_images=8192 --out={out}/bench.json")
+  assert not out.exists()
+
+  fetch = _script("--dry-run", "--fetch-wheels=.whl")
+  assert fetch.returncode == 0, fetch.stderr
+  (download,) = _commands(fetch.stdout)
+  assert "-m pip download -q --no-deps --only-binary=:all: --python-version 3.12" in download
+  assert download.endswith("-d .whl ml_collections==1.1.0")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bogus"], "unknown argument: --bogus"),
+    (["--wheels=/nonexistent"], "no .whl files in /nonexistent"),
+])
+def test_device_bench_bad_arguments_exit_2(args, message):
+  proc = _script(*args)
+  assert proc.returncode == 2
+  assert message in proc.stderr
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--torch_device=tpu", "torch device 'tpu' is not allowed; allowed: auto, cpu, cuda"),
+    ("--compute_dtype=float16", "flag --compute_dtype=float16"),
+    ("--scale_shape=vit", "unknown shape 'vit'; allowed: fmnist, deit"),
+])
+def test_device_bench_bad_benchmark_flags_exit_2(flag, message):
+  proc = subprocess.run([sys.executable, "-m", "sage_jax.benchmark", "--shapes=", flag],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last
+
+
+def test_device_bench_scale_plan_and_batches():
+  plan = throughput.scale_plan(defaults.imagenet_deit(), 4096, 0.357)
+  assert len(plan.rules) == len(defaults.imagenet_deit().rules.split(",")) == 11
+  assert plan.budgets == (16, 32, 48, 64, 96, 196)
+  assert (plan.batch_size, plan.server_batch_size) == (256, 64)  # the config's
+  assert (plan.gate.measure, plan.gate.fraction) == ("fraction", 0.357)
+  small = throughput.scale_plan(defaults.imagenet_deit(), 16, 0.357, ["topk"], [16])
+  assert (small.batch_size, small.server_batch_size) == (16, 6)  # capped by the work
+  bigger = throughput.scale_plan(defaults.imagenet_deit(), 4096, 0.357, server_batch=256)
+  assert (bigger.batch_size, bigger.server_batch_size) == (256, 256)
+  with pytest.raises(ValueError, match="offload share 0 is not allowed"):
+    throughput.scale_plan(defaults.imagenet_deit(), 16, 0)
+
+  batches = throughput.synthetic_batches(5, 2, defaults.fmnist_dataset())
+  assert [b["valid"].tolist() for b in batches] == [[True, True], [True, True], [True, False]]
+  assert [b["index"].tolist() for b in batches] == [[0, 1], [2, 3], [4, 0]]
+  assert batches[0]["image"].shape == (2, 28, 28, 1) and not batches[2]["image"][1].any()
