@@ -27,7 +27,7 @@ piece of them has run before, so they get no warm-up call: the first run of sage
 compiled sweep steps counts against sage_jax. Ratios are sage_jax / torch in throughput:
 > 1 is sage_jax faster.
 
-FLOPs per image of a forward (`forward_flops`), multiply-adds counted as 2, elementwise
+FLOPs per image of a forward (`vit.forward_flops`), multiply-adds counted as 2, elementwise
 work (LayerNorm, softmax, GELU) ignored; T = kept patches + 1 (CLS), D width, M MLP width,
 L depth, N patches of P = patch*patch*channels values, C classes:
   2*N*P*D                      patch embedding (both implementations embed all N patches)
@@ -79,7 +79,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from sage_jax import defaults, pipeline, selection, throughput, torch_reference, vit
+from sage_jax import compile_cache, defaults, pipeline, selection, throughput, torch_reference, vit
 from sage_jax import plan as plan_lib
 from sage_jax.throughput import init_model  # noqa: F401 (the benchmark's random weights)
 from sage_jax.torch_reference import (THRESHOLD_RULES, TORCH_RULES, TorchViT, torch_edge,
@@ -87,6 +87,8 @@ from sage_jax.torch_reference import (THRESHOLD_RULES, TORCH_RULES, TorchViT, to
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["fmnist", "deit"], "Shapes to run: fmnist, deit.")
+flags.DEFINE_string("compile_cache", compile_cache.DEFAULT, "JAX's persistent compilation "
+                    "cache for what is not timed ('off': none); compile rows bypass it.")
 flags.DEFINE_integer("batch", 64, "Images per edge / server / selection call.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is reported).")
 flags.DEFINE_integer("warmup", 1, "Untimed calls before timing.")
@@ -123,14 +125,6 @@ SHAPES = {"fmnist": (defaults.sweep_config, (4, 6, 8, 12, 16, 24, 32, 49), 10_00
           "deit": (defaults.imagenet_deit, (16, 32, 48, 64, 96), 50_000)}
 
 
-def forward_flops(model: vit.ViT, kept: int, channels: int) -> float:
-  """FLOPs of one image's forward with `kept` patches (formula in the module docstring)."""
-  d, m, t, n = model.width, model.mlp_dim, kept + 1, model.num_patches
-  patch_dim = model.patch_size ** 2 * channels
-  return (2 * n * patch_dim * d + model.depth * (2 * t * (4 * d * d + 2 * d * m) + 4 * t * t * d)
-          + 2 * d * model.num_classes)
-
-
 def best_run(fn, repeats, warmup, min_seconds=0.25, max_calls=200):
   """-> (seconds, output) of the fastest timed call of fn() after `warmup` untimed calls.
 
@@ -159,10 +153,12 @@ def best_time(fn, repeats, warmup, min_seconds=0.25):
 
 
 def aot(jitted, *args):
-  """-> (compiled, seconds spent tracing, lowering and compiling)."""
-  t0 = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  return compiled, time.perf_counter() - t0
+  """-> (compiled, seconds spent tracing, lowering and compiling). The persistent
+  compilation cache is bypassed here, so the compile rows time compilation itself."""
+  with compile_cache.bypassed():
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
 
 
 # --- the sage_jax side -------------------------------------------------------------------
@@ -218,7 +214,7 @@ def matmul_rows(n, dtype, repeats, warmup, device):
 
 
 def _forward_row(shape, name, model, kept, channels, batch, t_jax, t_torch, peak):
-  flops = forward_flops(model, kept, channels)
+  flops = vit.forward_flops(model, kept, channels)
   jax_gflops, torch_gflops = flops * batch / t_jax / 1e9, flops * batch / t_torch / 1e9
   return _row(shape, name, "img/s", batch / t_jax, batch / t_torch,
               gflop_per_image=flops / 1e9, jax_gflops=jax_gflops, torch_gflops=torch_gflops,
@@ -514,6 +510,7 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   info.update(describe(checked.device))
+  compile_cache.enable(FLAGS.compile_cache)
   rows = run(**options, on_rows=on_rows, checked=checked)
   print(f"devices: {info['devices']}; torch on {info['torch_device']} "
         f"({torch.get_num_threads()} threads); {FLAGS.compute_dtype}; best of "

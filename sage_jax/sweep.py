@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from sage_jax import data, distributed, metrics, offload, pipeline, report, timing
+from sage_jax import data, distributed, metrics, offload, pipeline, report, timing, vit
 from sage_jax import plan as plan_lib
 from sage_jax import workdir as workdir_lib
 
@@ -103,9 +103,17 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
   wall = time.perf_counter() - t0
   breakdown = dict(wall_s=wall, segments_s=dict(timer.seconds), images=len(records["index"]),
                    **counts)
+  if counts:  # the server's FLOPs (vit.forward_flops) over the sweep's time computing
+    kept = {k: int(k) if k != "ceiling" else plan.num_patches for k in counts["server_calls"]}
+    flops = sum(n * counts["server_batch_size"] * vit.forward_flops(
+        models.server, kept[k], plan.dataset.channels) for k, n in counts["server_calls"].items())
+    seg = timer.seconds
+    computing = wall - seg["setup"] - seg["compile"] - seg["write"]
+    breakdown.update(server_flops=flops, server_flops_per_s=flops / max(computing, 1e-9))
   workdir_lib.atomic_write(os.path.join(workdir, "timing.json"),
                            (json.dumps(breakdown, indent=1) + "\n").encode())
-  logging.info("sweep finished in %.1f s: %s", wall, timer.summary())
+  logging.info("sweep finished in %.1f s: %s; server %.1f GFLOP/s while computing", wall,
+               timer.summary(), breakdown.get("server_flops_per_s", 0.0) / 1e9)
   print(report.format_table(rows))
   print(f"wrote results.csv, results.json, per_image.npz, report.md and plots to {workdir} "
         f"({wall:.1f} s)")

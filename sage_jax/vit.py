@@ -156,3 +156,14 @@ def Model(num_classes: int, variant: str, image_size: int, dtype=jnp.float32) ->
                      f"{v['patch_size']} of variant {variant!r}")
   n = (image_size // v["patch_size"]) ** 2
   return ViT(num_classes=num_classes, num_patches=n, dtype=dtype, **v)
+
+
+def forward_flops(model: ViT, kept: int, channels: int) -> float:
+  """FLOPs of one image's forward with `kept` patches: multiply-adds count 2, elementwise work
+  (LayerNorm, softmax, GELU) is left out. T = kept + 1 tokens, width D, MLP width M, depth
+  L, N patches of P = patch*patch*channels values, C classes:
+  2*N*P*D (every patch is embedded) + L*(2*T*(4*D^2 + 2*D*M) + 4*T^2*D) + 2*D*C."""
+  d, m, t, n = model.width, model.mlp_dim, kept + 1, model.num_patches
+  patch_dim = model.patch_size ** 2 * channels
+  return (2 * n * patch_dim * d + model.depth * (2 * t * (4 * d * d + 2 * d * m) + 4 * t * t * d)
+          + 2 * d * model.num_classes)

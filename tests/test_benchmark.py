@@ -53,14 +53,6 @@ def test_smoke_run_has_every_row(tmp_path):
         assert r[key] > 0, (r, key)
 
 
-@pytest.mark.parametrize("variant,kept,gflop", [("B/16", 196, 35.16), ("Ti/16", 196, 2.51),
-                                                ("B/16", 96, 17.06)])
-def test_forward_flops(variant, kept, gflop):
-  # timm's counts for the full forwards: DeiT-B 17.58, DeiT-Ti 1.26 GMACs.
-  model = vit.Model(1000, variant, 224)
-  assert benchmark.forward_flops(model, kept, 3) / 1e9 == pytest.approx(gflop, rel=5e-3)
-
-
 @pytest.mark.parametrize("shape,n,d", [("fmnist", 49, 48), ("deit", 196, 192)])
 def test_torch_selections_equal_sage_jax(shape, n, d):
   rng = np.random.default_rng(n)

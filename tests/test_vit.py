@@ -102,3 +102,11 @@ def test_bfloat16_activations_stay_close(small):
     assert got.dtype == jnp.float32
     # bf16 keeps 8 mantissa bits: about 1% of the logit scale here.
     assert np.abs(np.asarray(got - want)).max() <= 0.05 * np.abs(np.asarray(want)).max()
+
+
+@pytest.mark.parametrize("variant,kept,gflop", [("B/16", 196, 35.16), ("Ti/16", 196, 2.51),
+                                                ("B/16", 96, 17.06)])
+def test_forward_flops(variant, kept, gflop):
+  # timm's counts for the full forwards: DeiT-B 17.58, DeiT-Ti 1.26 GMACs.
+  model = vit.Model(1000, variant, 224)
+  assert vit.forward_flops(model, kept, 3) / 1e9 == pytest.approx(gflop, rel=5e-3)
