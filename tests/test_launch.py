@@ -184,7 +184,7 @@ def test_tpu_same_names_refused(tmp_path):
 def test_sweep_default_from_another_directory(tmp_path):
   """Overrides first: the default workdir, from the caller's directory; every argument
   reaches sage_jax.main (not taken for the workdir)."""
-  out = _run("launch/sweep_default.sh", "--config.num_images=50", "--config.methods=topk",
+  out = _run("launch/sweep_default.sh", "--config.num_images=50", "--config.rules=topk",
              "--config.budgets=4", cwd=tmp_path, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   with open(tmp_path / "results" / "fmnist" / "config.json") as f:
