@@ -42,7 +42,7 @@ WHEELS=(ml_collections==1.1.0)
 # sage_jax.benchmark defaults for one H100 in under 5 minutes: three budgets in the
 # benchmark's rows (each budget compiles a DeiT-B forward, a sweep step and five selections
 # in each of its two sweeps), the paper's six in the sweep at scale.
-DEFAULTS=(--shapes=deit --batch=256 --budgets=16,48,96 --compute_dtype=bfloat16
+DEFAULTS=(--shapes=deit --batch=256 "--budgets=16,48,96" --compute_dtype=bfloat16
           --offload_share=0.357 --repeats=3 --scale_images=4096)
 
 out="${OUT:-results/device_bench}" wheels="" fetch="" py="python3" dry_run=0

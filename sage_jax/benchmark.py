@@ -87,8 +87,6 @@ from sage_jax.torch_reference import (THRESHOLD_RULES, TORCH_RULES, TorchViT, to
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["fmnist", "deit"], "Shapes to run: fmnist, deit.")
-flags.DEFINE_string("compile_cache", compile_cache.DEFAULT, "JAX's persistent compilation "
-                    "cache for what is not timed ('off': none); compile rows bypass it.")
 flags.DEFINE_integer("batch", 64, "Images per edge / server / selection call.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (the best is reported).")
 flags.DEFINE_integer("warmup", 1, "Untimed calls before timing.")
@@ -510,7 +508,7 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   info.update(describe(checked.device))
-  compile_cache.enable(FLAGS.compile_cache)
+  compile_cache.enable(compile_cache.FLAG.value)
   rows = run(**options, on_rows=on_rows, checked=checked)
   print(f"devices: {info['devices']}; torch on {info['torch_device']} "
         f"({torch.get_num_threads()} threads); {FLAGS.compute_dtype}; best of "

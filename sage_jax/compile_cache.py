@@ -12,12 +12,18 @@ import os
 import tempfile
 import time
 
+from absl import flags
 from absl import logging
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 DEFAULT = "~/.cache/sage_jax/jax_cache"
 OFF = ("", "off", "none")
+
+# One flag for every entry point (main, benchmark) that imports this module.
+FLAG = flags.DEFINE_string("compile_cache", DEFAULT, "Folder of JAX's persistent compilation "
+                           "cache (a second run loads its compiled steps from there); 'off' "
+                           "turns it off. The benchmark's compile rows always bypass it.")
 
 
 def enable(path: str):

@@ -25,9 +25,6 @@ flags.DEFINE_bool("distributed", False, "Start JAX's distributed runtime (one pr
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (--distributed).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (--distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index (--distributed).")
-flags.DEFINE_string("compile_cache", compile_cache.DEFAULT, "Folder of JAX's persistent "
-                    "compilation cache (a second run loads its compiled steps from there); "
-                    "'off' turns it off.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # What the code raises on purpose for bad input; anything else is a bug and keeps its
@@ -78,7 +75,7 @@ def main(argv):
   logging.info("JAX process %d/%d, devices %s", jax.process_index(), jax.process_count(),
                jax.devices())
   stats = compile_cache.Stats()
-  logging.info("compilation cache: %s", compile_cache.enable(FLAGS.compile_cache) or "off")
+  logging.info("compilation cache: %s", compile_cache.enable(compile_cache.FLAG.value) or "off")
   try:
     run(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir, stats)
     logging.info("%s", stats.summary())

@@ -103,7 +103,7 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
   wall = time.perf_counter() - t0
   breakdown = dict(wall_s=wall, segments_s=dict(timer.seconds), images=len(records["index"]),
                    **counts)
-  if counts:  # the server's FLOPs (vit.forward_flops) over the sweep's time computing
+  if counts.get("server_calls"):  # the server's FLOPs (vit.forward_flops) over the sweep's time computing
     kept = {k: int(k) if k != "ceiling" else plan.num_patches for k in counts["server_calls"]}
     flops = sum(n * counts["server_batch_size"] * vit.forward_flops(
         models.server, kept[k], plan.dataset.channels) for k, n in counts["server_calls"].items())

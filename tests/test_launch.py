@@ -189,7 +189,7 @@ def test_sweep_default_from_another_directory(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   with open(tmp_path / "results" / "fmnist" / "config.json") as f:
     config = json.load(f)["config"]
-  assert (config["num_images"], config["methods"], config["budgets"]) == (50, "topk", "4")
+  assert (config["num_images"], config["rules"], config["budgets"]) == (50, "topk", "4")
   assert not glob.glob(os.path.join(ROOT, "--config*"))
   # A relative workdir lands in the caller's directory too (here: one that cannot be made).
   (tmp_path / "blocker").write_text("a file where the workdir's parent should be")
