@@ -60,11 +60,14 @@ def evaluate(plan, models, workdir=None, progress=False) -> dict:
 def run(config, workdir: str, new_subdir: bool = False, progress: bool = True) -> list:
   """Main job: sweep every (rule, budget); write results, plots and report.md.
 
-  Resumes from the workdir's finished chunks when started again with the same config.
+  Resumes from the workdir's finished chunks when started again with the same config,
+  checkpoints and dataset. The workdir may be local or on any filesystem TensorFlow's
+  gfile knows (gs://...).
   """
   t0 = time.time()
   plan = plan_lib.make(config)
-  workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir)
+  workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir,
+                                     workdir_lib.run_inputs(plan))
   records = evaluate(plan, pipeline.load_models(plan), workdir, progress)
   if jax.process_index() != 0:  # every process holds every record; process 0 writes
     return []
