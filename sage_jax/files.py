@@ -52,6 +52,11 @@ def listdir(path: str) -> list:
   return sorted(n.rstrip("/") for n in names)
 
 
+def size(path: str) -> int:
+  """The file's size in bytes."""
+  return _gfile().stat(path).length if is_remote(path) else os.path.getsize(path)
+
+
 def remove(path: str) -> None:
   if is_remote(path):
     _gfile().remove(path)
