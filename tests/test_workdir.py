@@ -78,7 +78,7 @@ def test_ram_workdir_interrupted_resumes_like_a_local_run(tmp_path, monkeypatch)
 def test_local_paths_do_not_import_tensorflow(tmp_path):
   code = f"""
 import sys
-from sage_jax import checkpoints, files, figures, report, workdir
+from sage_jax import checkpoints, files, figures, pipeline, report, sweep, workdir
 d = {str(tmp_path)!r}
 files.makedirs(d + "/a")
 workdir.atomic_write(d + "/a/x.bin", b"1")
