@@ -95,7 +95,8 @@ def _what_differs(workdir: str, old: dict, config: dict, inputs) -> list:
                      f"{d.get('split')} images")
     reasons.append(f"the dataset is {fmt(now['dataset'])}, workdir {workdir} was made with "
                    f"{fmt(was['dataset'])}")
-  return reasons or [f"workdir {workdir} holds results of another config"]
+  # A checkpoint serving as edge and server is named once.
+  return list(dict.fromkeys(reasons)) or [f"workdir {workdir} holds results of another config"]
 
 
 def open_workdir(workdir: str, config_json: str, new_subdir: bool = False,
