@@ -2,7 +2,8 @@
 
 `meta` records what the parameters are (variant, classes, image size) and how
 they were made, so a sweep can check a checkpoint against its config before
-any compute.
+any compute. Paths may be local or on any filesystem TensorFlow's gfile knows
+(`gs://...`, see `files`).
 """
 import json
 import os
@@ -11,23 +12,22 @@ import flax.serialization
 import jax
 import numpy as np
 
-from sage_jax import workdir
+from sage_jax import files
 
 
 def save(path: str, params, meta: dict) -> None:
-  """Writes atomically so a kill never leaves half a file."""
+  """Writes atomically (`files.write`) so a kill never leaves half a file."""
   blob = flax.serialization.msgpack_serialize(
       {"params": jax.tree.map(np.asarray, params), "meta": json.dumps(meta)})
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  workdir.atomic_write(path, blob)
+  files.makedirs(os.path.dirname(path if files.is_remote(path) else os.path.abspath(path)))
+  files.write(path, blob)
 
 
 def load(path: str):
   """-> (params, meta). Clear errors for a missing or unreadable file."""
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path}")
-  with open(path, "rb") as f:
-    blob = f.read()
+  blob = files.read_bytes(path)
   try:
     state = flax.serialization.msgpack_restore(blob)
     params, meta = state["params"], json.loads(state["meta"])

@@ -13,7 +13,8 @@ import numpy as np
 
 def _builder(cfg):
   import tensorflow_datasets as tfds
-  data_dir = os.path.expanduser(cfg.data_dir)
+  from sage_jax import files
+  data_dir = files.expanduser(cfg.data_dir)  # a gs:// data_dir goes to TFDS as it is
   builder = tfds.builder(cfg.name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
@@ -111,3 +112,16 @@ def num_examples(cfg, num_images: int = -1) -> int:
   if total == 0:
     raise ValueError(f"split {cfg.split!r} of dataset {cfg.name!r} is empty")
   return total if num_images == -1 else min(num_images, total)
+
+
+def identity(cfg) -> dict:
+  """What the dataset is, from its TFDS builder info: name, version, split and the split's
+  size (part of a workdir's hash)."""
+  info = _builder(cfg).info
+  try:
+    size = int(info.splits[cfg.split].num_examples)
+  except KeyError:
+    raise ValueError(f"split {cfg.split!r} is not a split of dataset {cfg.name!r}; allowed: "
+                     f"{', '.join(info.splits)}") from None
+  return {"name": info.name, "version": str(info.version), "split": cfg.split,
+          "num_examples": size}

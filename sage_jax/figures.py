@@ -1,6 +1,7 @@
 """Figures: which patches each rule sends (selection map), accuracy vs cost with intervals.
 
-Both write PNG files atomically (workdir.atomic_write) with matplotlib's Agg backend.
+Both render PNG bytes in memory with matplotlib's Agg backend and write them atomically
+(workdir.atomic_write: local files renamed into place, gs:// objects whole on close).
 """
 import io
 import math

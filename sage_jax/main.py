@@ -16,7 +16,8 @@ from sage_jax import compile_cache
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where results (and progress, for resuming) are written.")
+flags.DEFINE_string("workdir", None, "Where results (and progress, for resuming) are written: a "
+                    "local path or any filesystem TensorFlow's gfile knows (gs://...).")
 flags.DEFINE_bool("new_subdir", False, "If the workdir holds another config's results, write "
                   "to workdir/<config hash> instead of refusing.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks for input errors.")

@@ -1,7 +1,8 @@
 """Results -> table on stdout; results.csv/.json, per_image.npz, plots and report.md.
 
-Every file is written atomically (workdir.atomic_write), so a killed run never
-leaves a half-written result.
+Every file is written atomically (workdir.atomic_write: locally to a temporary name,
+then renamed; on an object store such as gs:// to its final name, which appears whole
+when the upload closes), so a killed run never leaves a half-written result.
 """
 import csv
 import io

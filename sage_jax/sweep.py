@@ -81,14 +81,16 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
         stats=None) -> list:
   """Main job: sweep every (rule, budget); write results, plots, report.md and timing.json.
 
-  Resumes from the workdir's finished chunks when started again with the same config.
-  stats: compile_cache.Stats, to count compilation apart in the timing breakdown.
+  Resumes from the workdir's finished chunks when started again with the same config,
+  checkpoints and dataset. The workdir may be local or on any filesystem TensorFlow's gfile
+  knows (gs://...). stats: compile_cache.Stats, to count compilation apart in timing.json.
   """
   t0 = time.perf_counter()
   timer = timing.Timer(stats)
   with timer("setup"):
     plan = plan_lib.make(config)
-    workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir)
+    workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir,
+                                       workdir_lib.run_inputs(plan))
     models = pipeline.load_models(plan)
   records, counts = evaluate(plan, models, workdir, progress, timer)
   if jax.process_index() != 0:  # every process holds every record; process 0 writes

@@ -1,70 +1,142 @@
-"""The run's folder: the resolved config and its hash, progress chunks, atomic writes.
+"""The run's folder: the resolved config, what the results depend on and their hash,
+progress chunks, atomic writes.
 
 A sweep saves each finished chunk of images as `progress/images_<start>_<stop>.npz`,
 so a killed run repeats at most one chunk when started again with the same
-command. The workdir keeps `config.json` (resolved config + hash); a different
-config is refused rather than mixed with earlier results.
+command. The workdir keeps `config.json`: the resolved config, the inputs the results
+depend on besides it (`inputs`: the checkpoints' sha256, the dataset's name, version and
+split size, `RESULTS_VERSION`) and the hash of both. A workdir made with another config,
+other weights or other data is refused rather than mixed with earlier results.
+
+The workdir may be on any filesystem TensorFlow's gfile knows (`gs://...`; see
+`files`); every file is written atomically (`files.write` says how, per filesystem).
 """
 import hashlib
 import io
 import json
 import os
-
 import zipfile
 
+from absl import logging
 import numpy as np
+
+from sage_jax import files
+
+# Bump by hand whenever a change alters results (which images are evaluated, a rule, the
+# metrics, the files' format): a workdir made by another results version is not resumed.
+RESULTS_VERSION = 1
 
 # Fields that change how fast a sweep runs, never its results (tests prove it).
 PERF_ONLY = ("batch_size", "server_batch_size")
 
 
 def atomic_write(path: str, data: bytes) -> None:
-  """Write to a temporary name, then rename: readers see the old file or the new one."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  """Readers see the old file or the new one, never a part (`files.write`): local files
+  are written to a temporary name and renamed; on object stores (gs://) the object
+  appears whole when its upload closes."""
+  files.write(path, data)
 
 
-def config_hash(config_json: str) -> tuple:
-  """The resolved config's JSON -> (canonical JSON of its result-relevant part, sha256)."""
+def file_sha256(path: str) -> str:
+  """sha256 of a file's bytes (local or gs://...), read in 8 MiB pieces."""
+  h = hashlib.sha256()
+  with files.open_read(path) as f:
+    for block in iter(lambda: f.read(8 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def run_inputs(plan) -> dict:
+  """What a sweep's results depend on besides its config: the checkpoints' contents
+  (sha256, computed here once per run and logged), the dataset's name, version and split
+  size (TFDS builder info), and RESULTS_VERSION."""
+  from sage_jax import data
+  ckpts = {}
+  for role, model in (("edge", plan.edge), ("server", plan.server)):
+    if not files.exists(model.checkpoint):
+      raise FileNotFoundError(f"checkpoint not found: {model.checkpoint}")
+    digest = file_sha256(model.checkpoint)
+    logging.info("%s checkpoint %s: sha256 %s", role, model.checkpoint, digest)
+    ckpts[role] = {"path": model.checkpoint, "sha256": digest}
+  return {"results_version": RESULTS_VERSION, "checkpoints": ckpts,
+          "dataset": data.identity(plan.dataset)}
+
+
+def config_hash(config_json: str, inputs=None) -> tuple:
+  """The resolved config's JSON (+ `run_inputs`) -> (canonical JSON of the config's
+  result-relevant part, sha256 of it and the inputs)."""
   d = json.loads(config_json)
   for k in PERF_ONLY:
     d.pop(k, None)
   text = json.dumps(d, sort_keys=True, indent=1)
-  return text, hashlib.sha256(text.encode()).hexdigest()
+  hashed = text if inputs is None else json.dumps({"config": d, "inputs": inputs},
+                                                  sort_keys=True, indent=1)
+  return text, hashlib.sha256(hashed.encode()).hexdigest()
 
 
-def open_workdir(workdir: str, config_json: str, new_subdir: bool = False) -> str:
-  """Checks/creates the workdir for a config (`plan.config_json`); returns the folder to
-  write into.
+def _what_differs(workdir: str, old: dict, config: dict, inputs) -> list:
+  """Why a workdir's config.json (old) does not match this run: one clause per cause."""
+  was, now = old.get("inputs") or {}, inputs or {}
+  reasons = []
+  if inputs is not None and was.get("results_version") != now["results_version"]:
+    reasons.append(f"workdir {workdir} was made by results version "
+                   f"{was.get('results_version', 'none')} of sage_jax, this run makes version "
+                   f"{now['results_version']}")
+  if old.get("config") != config:
+    reasons.append(f"workdir {workdir} holds results of another config")
+  for role, ckpt in (now.get("checkpoints") or {}).items():
+    before = (was.get("checkpoints") or {}).get(role) or {}
+    if before.get("path") == ckpt["path"] and before.get("sha256") != ckpt["sha256"]:
+      reasons.append(f"checkpoint {ckpt['path']} has other contents than when workdir "
+                     f"{workdir} was made (sha256 {str(before.get('sha256'))[:12]}, now "
+                     f"{ckpt['sha256'][:12]})")
+  if "dataset" in now and "dataset" in was and now["dataset"] != was["dataset"]:
+    fmt = lambda d: (f"{d.get('name')} {d.get('version')} with {d.get('num_examples')} "
+                     f"{d.get('split')} images")
+    reasons.append(f"the dataset is {fmt(now['dataset'])}, workdir {workdir} was made with "
+                   f"{fmt(was['dataset'])}")
+  # A checkpoint serving as edge and server is named once.
+  return list(dict.fromkeys(reasons)) or [f"workdir {workdir} holds results of another config"]
 
-  An existing workdir made with another config is refused, or with
-  new_subdir=True the run goes to workdir/<hash[:12]>.
+
+def open_workdir(workdir: str, config_json: str, new_subdir: bool = False,
+                 inputs=None) -> str:
+  """Checks/creates the workdir for a config (`plan.config_json`) and its inputs
+  (`run_inputs(plan)`); returns the folder to write into.
+
+  An existing workdir made with another config or other inputs is refused (ValueError
+  naming both hashes and what differs), or with new_subdir=True the run goes to
+  workdir/<hash[:12]>.
   """
-  text, digest = config_hash(config_json)
+  text, digest = config_hash(config_json, inputs)
   try:
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     probe = os.path.join(workdir, f".write_test{os.getpid()}")
-    open(probe, "wb").close()
-    os.remove(probe)
+    files.write(probe, b"")
+    files.remove(probe)
   except OSError as e:
-    raise PermissionError(f"workdir {workdir} is not writable ({e.strerror})") from None
+    raise PermissionError(f"workdir {workdir} is not writable ({e.strerror or e})") from None
+  except Exception as e:  # tf.errors.* for gs:// and other gfile paths
+    if not files.is_remote(workdir):
+      raise
+    raise PermissionError(f"workdir {workdir} is not writable ({type(e).__name__}: "
+                          f"{getattr(e, 'message', e)})") from None
   path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f).get("hash")
-    if old != digest:
+  if files.exists(path):
+    old = json.loads(files.read_bytes(path))
+    if old.get("hash") != digest:
       if new_subdir:
-        return open_workdir(os.path.join(workdir, digest[:12]), config_json)
+        return open_workdir(os.path.join(workdir, digest[:12]), config_json, inputs=inputs)
+      why = _what_differs(workdir, old, json.loads(text), inputs)
       raise ValueError(
-          f"workdir {workdir} holds results of another config (hash {str(old)[:12]}, this one "
-          f"{digest[:12]}); use a new --workdir, or --new_subdir to write to {workdir}/{digest[:12]}")
+          f"{'; '.join(why)} (workdir hash {str(old.get('hash'))[:12]}, this run "
+          f"{digest[:12]}); use a new --workdir, or --new_subdir to write to "
+          f"{workdir}/{digest[:12]}")
   else:
-    atomic_write(path, (json.dumps({"hash": digest, "config": json.loads(text)}, indent=1,
-                                   sort_keys=True) + "\n").encode())
+    record = {"hash": digest, "config": json.loads(text)}
+    if inputs is not None:
+      record["inputs"] = inputs
+    atomic_write(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
   return workdir
 
 
@@ -75,10 +147,10 @@ def _chunk_path(workdir, start, stop):
 def load_chunk(workdir, start, stop):
   """Records of a finished chunk, or None. A damaged file counts as not finished."""
   path = _chunk_path(workdir, start, stop)
-  if not os.path.exists(path):
+  if not files.exists(path):
     return None
   try:
-    with np.load(path) as z:
+    with np.load(io.BytesIO(files.read_bytes(path))) as z:
       return {k: z[k] for k in z.files}
   except Exception:  # truncated/corrupt zips raise zipfile, zlib or numpy errors
     return None
@@ -98,5 +170,6 @@ def npz_bytes(arrays: dict) -> bytes:
 
 
 def save_chunk(workdir, start, stop, records) -> None:
-  os.makedirs(os.path.join(workdir, "progress"), exist_ok=True)
+  """Atomically (`atomic_write`): a chunk file is whole or absent."""
+  files.makedirs(os.path.join(workdir, "progress"))
   atomic_write(_chunk_path(workdir, start, stop), npz_bytes(records))

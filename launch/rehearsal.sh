@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# A rehearsal of the ImageNet sweep at ImageNet shapes on this machine: a synthetic
+# imagenet2012 validation split (built once through TFDS's builder, cached under
+# ~/.cache/sage_jax/rehearsal) and random DeiT-Ti/16 / DeiT-B/16 weights, swept with
+# configs/imagenet_deit.py (CPU-sized: budgets 16,64, rules topk,sage,threshold, 1,000
+# images). Writes WORKDIR/rehearsal.json; the last line printed holds images_per_second,
+# bytes_read_ratio and pipeline_efficiency (see sage_jax/rehearsal.py).
+#
+# Usage: bash launch/rehearsal.sh WORKDIR [--num_images=N] [options] [--config.FIELD=VALUE ...]
+#   --num_images=N          images to sweep (default 1000)
+#   --synthetic_images=N    images in the synthetic split (default 5000)
+#   --repeats=N             timed calls per forward shape (default 2)
+#   --overwrite             clear an earlier run's progress in WORKDIR first
+#   --config.FIELD=VALUE    any sweep config override, e.g. --config.budgets=16,32,64
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=launch/common.sh
+source launch/common.sh
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "" | -*) die "WORKDIR is required as the first argument" ;;
+esac
+workdir="$1"
+shift
+bash launch/setup.sh
+exec .venv/bin/python -m sage_jax.rehearsal --workdir="${workdir}" "$@"

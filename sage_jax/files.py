@@ -1,0 +1,98 @@
+"""Files on any filesystem TensorFlow's gfile knows: local paths through `os`, the rest
+(`gs://` on TPU VMs, `s3://`, `hdfs://`, `ram://` in tests) through `tf.io.gfile`.
+
+TensorFlow is imported only when a path needs it (it holds `://`), so a sweep into a
+local folder never imports it for its files (the accelerator benchmark's import chain
+stays free of it).
+
+How a write stays atomic (`write`): a local file is written under a temporary name in
+the same folder, fsynced and renamed over the final name (`os.replace`), so a reader (or
+a resumed run after a kill) sees the old file or the new one, never a part. On an object
+store (`gs://`, `s3://`) an object becomes visible only whole, when the upload is closed,
+so the final name is written directly: a killed upload leaves no object (or the previous
+one). TensorFlow's `ram://` filesystem, used by the tests in place of an object store,
+appends when a file is opened again for writing, so an existing file is removed first
+there.
+"""
+import os
+
+
+def is_remote(path) -> bool:
+  """True for paths that go through tf.io.gfile (`scheme://...`)."""
+  return "://" in os.fspath(path)
+
+
+def _gfile():
+  import tensorflow as tf  # only for scheme:// paths
+  return tf.io.gfile
+
+
+def expanduser(path: str) -> str:
+  """`~` expanded for local paths; a `scheme://` path is returned as it is."""
+  return path if is_remote(path) else os.path.expanduser(path)
+
+
+def exists(path: str) -> bool:
+  return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def makedirs(path: str) -> None:
+  """Creates the folder and its parents; nothing happens if it exists."""
+  if is_remote(path):
+    _gfile().makedirs(path)
+  else:
+    os.makedirs(path, exist_ok=True)
+
+
+def listdir(path: str) -> list:
+  """Entry names of a folder (sorted), [] when it does not exist."""
+  if not exists(path):
+    return []
+  names = _gfile().listdir(path) if is_remote(path) else os.listdir(path)
+  return sorted(n.rstrip("/") for n in names)
+
+
+def size(path: str) -> int:
+  """The file's size in bytes."""
+  return _gfile().stat(path).length if is_remote(path) else os.path.getsize(path)
+
+
+def remove(path: str) -> None:
+  if is_remote(path):
+    _gfile().remove(path)
+  else:
+    os.remove(path)
+
+
+def read_bytes(path: str) -> bytes:
+  """The file's bytes; FileNotFoundError when it does not exist."""
+  if is_remote(path):
+    if not _gfile().exists(path):
+      raise FileNotFoundError(f"{path} not found")
+    with _gfile().GFile(path, "rb") as f:
+      return f.read()
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def open_read(path: str):
+  """A binary file object for reading (streaming: hashing large files)."""
+  return _gfile().GFile(path, "rb") if is_remote(path) else open(path, "rb")
+
+
+def write(path: str, data: bytes) -> None:
+  """Writes `data` to `path` atomically (see the module docstring for how, per
+  filesystem); the parent folder must exist."""
+  if is_remote(path):
+    gfile = _gfile()
+    if path.startswith("ram://") and gfile.exists(path):
+      gfile.remove(path)  # ram:// appends to an existing file instead of replacing it
+    with gfile.GFile(path, "wb") as f:  # the object appears whole on close
+      f.write(data)
+    return
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

@@ -1,0 +1,186 @@
+"""The ImageNet rehearsal (sage_jax/rehearsal.py) on a tiny synthetic split: 24 images in 2
+TFRecord shards, DeiT-Ti/16 as both models, one budget."""
+import contextlib
+import json
+import math
+import os
+import re
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sage_jax import data, files, pipeline, rehearsal, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def timing_standin():
+  """Until the sweep writes WORKDIR/timing.json itself, writes one with its schema after
+  sweep.run (only where the sweep wrote none): wall_s; segments_s (setup: up to
+  pipeline.build; compile: JAX's compile-duration events; the rest as host); edge_batches
+  (batches read); server_calls (per server batch: 1 ceiling call, and per budget
+  ceil(fresh rows / server_batch_size)); images."""
+  real_run, real_batches = sweep.run, data.eval_batches
+  real_build = getattr(pipeline, "build", None)
+  real_budgets = getattr(pipeline, "run_budgets", None)
+  state = {}
+
+  def on_event(event, seconds, **kwargs):
+    if event.startswith("/jax/core/compile/") or event.startswith("/jax/compilation_cache/"):
+      state["compile"] = state.get("compile", 0.0) + seconds
+
+  def batches(*args, **kwargs):
+    for b in real_batches(*args, **kwargs):
+      state["edge_batches"] = state.get("edge_batches", 0) + 1
+      yield b
+
+  def build(plan, models):
+    state.setdefault("build_at", time.perf_counter())
+    pipe = real_build(plan, models)
+    state.update(plan=pipe.plan)
+    return pipe
+
+  def run_budgets(steps, server_params, batch, budgets):
+    ceiling, outs = real_budgets(steps, server_params, batch, budgets)
+    calls = state.setdefault("server_calls", {"ceiling": 0})
+    calls["ceiling"] += 1
+    sbs = len(batch["index"])
+    for k, o in zip(budgets, outs):
+      calls[str(k)] = calls.get(str(k), 0) + math.ceil(int(np.asarray(o["fresh"]).sum()) / sbs)
+    return ceiling, outs
+
+  def run(config, workdir, *args, **kwargs):
+    state.clear()
+    t0 = time.perf_counter()
+    out = real_run(config, workdir, *args, **kwargs)
+    wall = time.perf_counter() - t0
+    path = os.path.join(workdir, "timing.json")
+    if not files.exists(path):
+      plan = state["plan"]
+      setup, compile_s = state["build_at"] - t0, state.get("compile", 0.0)
+      timing = dict(
+          wall_s=wall,
+          segments_s=dict(setup=setup, compile=compile_s, input_wait=0.0, device_wait=0.0,
+                          host=wall - setup - compile_s, write=0.0),
+          edge_batches=state["edge_batches"], batch_size=plan.batch_size,
+          server_batch_size=plan.server_batch_size, server_calls=state["server_calls"],
+          server_rows_run=0, server_rows_all=0,
+          images=data.num_examples(plan.dataset, plan.num_images))
+      files.write(path, json.dumps(timing).encode())
+    return out
+
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+  patches = [(sweep, "run", run), (data, "eval_batches", batches), (pipeline, "build", build),
+             (pipeline, "run_budgets", run_budgets)]
+  patches = [(mod, name, getattr(mod, name), fn) for mod, name, fn in patches
+             if getattr(mod, name, None) is not None]  # what a changed pipeline still has
+  for mod, name, _, fn in patches:
+    setattr(mod, name, fn)
+  try:
+    yield
+  finally:
+    for mod, name, real, _ in patches:
+      setattr(mod, name, real)
+    jax.monitoring.unregister_event_duration_listener(on_event)
+
+
+def tiny_config(**overrides):
+  c = rehearsal.rehearsal_config()
+  c.server.variant = "Ti/16"
+  c.update(dict(budgets="16", rules="topk,sage", num_images=24, batch_size=8,
+                server_batch_size=8))
+  c.update(overrides)
+  return c
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  root = tmp_path_factory.mktemp("rehearsal")
+  cache, work = str(root / "cache"), str(root / "work")
+  import io
+  from contextlib import redirect_stdout
+  out = io.StringIO()
+  with timing_standin(), redirect_stdout(out):
+    result = rehearsal.run(tiny_config(), work, cache_dir=cache, synthetic_images=24,
+                           synthetic_shards=2, repeats=1)
+  return dict(result=result, cache=cache, work=work, stdout=out.getvalue())
+
+
+def test_last_line_holds_the_three_numbers(tiny):
+  last = tiny["stdout"].strip().splitlines()[-1]
+  m = re.fullmatch(r"rehearsal: images_per_second=([\d.]+) bytes_read_ratio=([\d.]+) "
+                   r"pipeline_efficiency=([\d.]+)", last)
+  assert m, last
+  r = tiny["result"]
+  assert float(m[1]) == pytest.approx(r["images_per_second"], rel=1e-2)
+  assert float(m[2]) == pytest.approx(r["bytes_read_ratio"], rel=1e-2)
+  assert float(m[3]) == pytest.approx(r["pipeline_efficiency"], rel=1e-2)
+
+
+def test_rehearsal_json(tiny):
+  saved = json.loads(files.read_bytes(os.path.join(tiny["work"], "rehearsal.json")))
+  r = tiny["result"]
+  assert saved["images"] == 24 and saved["timing"]["images"] == 24
+  assert saved["synthetic"]["shards"] == 2 and saved["synthetic"]["built"]
+  b = saved["bytes"]
+  assert b["shards"] == 2 and b["split_images"] == 24
+  assert b["stored_bytes_evaluated"] == pytest.approx(b["stored_split_bytes"])
+  # The main thread's own reads were subtracted (tf.data read the shards on its threads).
+  assert "note" not in b and b["read_by_main_thread"] < 0.25 * b["stored_bytes_evaluated"], b
+  assert b["dataset_bytes_read"] == b["read_by_process"] - b["read_by_main_thread"]
+  # The fraction gate reads the split once for its threshold and once to sweep it.
+  assert 1.5 < r["bytes_read_ratio"] < 2.6, b
+  f = saved["forwards"]
+  assert f["edge"]["calls"] == saved["timing"]["edge_batches"] and f["edge"]["rows"] == 8
+  assert f["ceiling"]["calls"] >= 1 and f["ceiling"]["seconds_per_call"] > 0
+  assert f["total_s"] == pytest.approx(sum(v["seconds"] for k, v in f.items() if k != "total_s"))
+  seg = saved["timing"]["segments_s"]
+  assert saved["steady_s"] == pytest.approx(saved["timing"]["wall_s"] - seg["setup"]
+                                            - seg["compile"])
+  assert r["pipeline_efficiency"] == pytest.approx(f["total_s"] / saved["steady_s"])
+  assert 0 < r["pipeline_efficiency"] < 2
+  for name in ("results.csv", "report.md"):  # the sweep's own files, as usual
+    assert files.exists(os.path.join(tiny["work"], name))
+
+
+def test_build_and_weights_are_cached(tiny):
+  data_dir, stats = rehearsal.synthetic_imagenet(tiny["cache"], 24, 0, 2)
+  assert not stats["built"] and stats["shards"] == 2
+  assert tiny["result"]["config"]["data_dir"] == data_dir
+  ckpt = tiny["result"]["config"]["edge"]["checkpoint"]
+  mtime = os.path.getmtime(ckpt)
+  assert rehearsal.random_checkpoint(tiny["cache"], "Ti/16", 0) == ckpt
+  assert os.path.getmtime(ckpt) == mtime
+  assert data_dir.startswith(tiny["cache"])  # never ~/tensorflow_datasets
+
+
+def test_workdir_with_progress_is_refused(tiny):
+  with pytest.raises(ValueError, match="already holds an earlier run"):
+    rehearsal.run(tiny_config(), tiny["work"], cache_dir=tiny["cache"], synthetic_images=24,
+                  synthetic_shards=2)
+
+
+def test_synthetic_images_are_seeded_and_imagenet_like():
+  from PIL import Image
+  import io
+  a = [rehearsal.synthetic_jpeg(i, 0) for i in range(12)]
+  assert a == [rehearsal.synthetic_jpeg(i, 0) for i in range(12)]
+  assert rehearsal.synthetic_jpeg(0, 1) != a[0]
+  sizes = [Image.open(io.BytesIO(j)).size for j in a]
+  assert all(max(s) == 500 and 200 <= min(s) <= 500 for s in sizes), sizes
+  assert 60e3 < np.mean([len(j) for j in a]) < 170e3
+
+
+def test_missing_timing_json_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="timing.json not found"):
+    rehearsal.read_timing(str(tmp_path))
+
+
+def test_launch_script_help():
+  out = subprocess.run(["bash", os.path.join(ROOT, "launch/rehearsal.sh"), "--help"],
+                       capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0 and "Usage: bash launch/rehearsal.sh WORKDIR" in out.stdout
