@@ -1,5 +1,6 @@
 """Two JAX processes on localhost (CPU collectives) write what one process writes."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=300",
         "--config.chunk_size=60", "--config.budgets=4,16", "--config.methods=random,topk,sage,threshold"]
+# What process 0 prints when its coordinator cannot listen on the port.
+BIND_FAILED = "Failed to start RPC server"
 
 
 def _free_port():
@@ -17,18 +20,36 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _start_two(tmp_path, port):
+  """Processes 0 and 1 with the coordinator on `port` -> [(Popen, stderr file)]."""
+  procs = []
+  for i in range(2):
+    shutil.rmtree(tmp_path / f"two{i}", ignore_errors=True)
+    err = tmp_path / f"two{i}.stderr"
+    with open(err, "w") as f:  # a file, not a pipe: nobody reads process 1's while 0 runs
+      procs.append((subprocess.Popen([sys.executable, *ARGS, f"--workdir={tmp_path / f'two{i}'}",
+                                      "--distributed", f"--coordinator_address=localhost:{port}",
+                                      "--num_processes=2", f"--process_id={i}"],
+                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f), err))
+  return procs
+
+
 def test_two_processes_match_one(tmp_path):
   single = subprocess.run([sys.executable, *ARGS, f"--workdir={tmp_path / 'one'}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
   assert single.returncode == 0, single.stderr[-2000:]
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, *ARGS, f"--workdir={tmp_path / f'two{i}'}",
-                             "--distributed", f"--coordinator_address=localhost:{port}",
-                             "--num_processes=2", f"--process_id={i}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  for p in procs:
-    assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
+  # The port was free when picked but may be taken before process 0 binds it: then process 0
+  # fails at once, and both start again on another port.
+  for attempt in range(4):
+    procs = _start_two(tmp_path, _free_port())
+    (p0, err0), (p1, _) = procs
+    if attempt < 3 and p0.wait(timeout=600) != 0 and BIND_FAILED in err0.read_text():
+      p1.kill()  # it would wait for the coordinator until its timeout
+      p1.wait()
+      continue
+    break
+  for p, err in procs:
+    assert p.wait(timeout=600) == 0, err.read_text()[-2000:]
   # Each process evaluated half of the chunks ...
   for i in range(2):
     chunks = sorted(os.listdir(tmp_path / f"two{i}" / "progress"))
