@@ -204,11 +204,13 @@ def case(request, tmp_path_factory):
 
 
 def _apply(case, arch):
-  """One jitted forward per shape (every format gives the same tree)."""
-  if "fn" not in case["apply"]:
+  """The jitted forward of `arch`, the architecture a test's own conversion returned;
+  cached per architecture (every format of a shape should give the same one)."""
+  key = json.dumps(arch, sort_keys=True)
+  if key not in case["apply"]:
     model = convert.model_for(arch)
-    case["apply"]["fn"] = jax.jit(lambda p, x, i=None, m=None: model.apply({"params": p}, x, i, m))
-  return case["apply"]["fn"]
+    case["apply"][key] = jax.jit(lambda p, x, i=None, m=None: model.apply({"params": p}, x, i, m))
+  return case["apply"][key]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

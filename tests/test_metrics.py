@@ -2,7 +2,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sage_jax import metrics
+from sage_jax import metrics, stats
+
+# The CSV's public format, pinned here (not read back from metrics.COLUMNS, the code under test).
+COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi",
+           "ceiling_acc", "ceiling_acc_lo", "ceiling_acc_hi", "pct_of_ceiling",
+           "overall_acc", "overall_acc_lo", "overall_acc_hi", "edge_acc", "offload_rate",
+           "mean_units", "comm_cost", "bits_per_request", "cap_bind_rate", "coverage",
+           "acc_low_attn_entropy", "acc_high_attn_entropy",
+           "diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi", "p_vs_topk",
+           "n_images", "n_offloaded")
+DIFF_COLUMNS = ("diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi", "p_vs_topk")
 
 
 def _records():
@@ -24,7 +34,8 @@ def test_summarize_known_answers():
   rows = metrics.summarize(_records(), ["r", "topk"], [2, 4], num_patches=4, bits_per_unit=10,
                            n_boot=200)
   a, b, t2, t4 = rows
-  assert all(tuple(r) == metrics.COLUMNS for r in rows)
+  assert metrics.COLUMNS == COLUMNS
+  assert all(tuple(r) == COLUMNS for r in rows)
   assert (a["n_images"], a["n_offloaded"], a["offload_rate"]) == (5, 2, 0.4)
   assert a["edge_acc"] == pytest.approx(2 / 5)        # images 0 and 2
   assert a["ceiling_acc"] == 1.0 and (a["ceiling_acc_lo"], a["ceiling_acc_hi"]) == (1.0, 1.0)
@@ -66,3 +77,49 @@ def test_coverage_on_constructed_selections():
                       [0, 2, 195, 194]])   # three cells; the last slot is masked out below
   mask = jnp.asarray([[True] * 4, [True] * 4, [True, True, True, False]])
   np.testing.assert_allclose(metrics.coverage(keep, mask, cells, 49), [1 / 49, 4 / 49, 3 / 49])
+
+
+def _same(x, y):
+  return x == y or (isinstance(x, float) and isinstance(y, float) and np.isnan(x) and np.isnan(y))
+
+
+def test_summarize_without_topk():
+  """No baseline among the methods: the diff/p columns are NaN, every other column unchanged."""
+  r = _records()
+  with_topk = metrics.summarize(r, ["r", "topk"], [2, 4], 4, 10, n_boot=200)[:2]
+  for k in ("server_pred", "units", "demand", "coverage"):
+    r[k] = r[k][:, :1]  # only rule "r"
+  rows = metrics.summarize(r, ["r"], [2, 4], 4, 10, n_boot=200)
+  assert len(rows) == 2 and all(tuple(row) == COLUMNS for row in rows)
+  for row, ref in zip(rows, with_topk):
+    assert all(np.isnan(row[c]) for c in DIFF_COLUMNS), row
+    assert all(_same(row[c], ref[c]) for c in COLUMNS if c not in DIFF_COLUMNS), (row, ref)
+    assert not any(np.isnan(ref[c]) for c in DIFF_COLUMNS)  # they were numbers with topk
+
+
+def test_summarize_nothing_offloaded():
+  """No image offloaded: rows are still produced; offloaded-image statistics are NaN."""
+  r = _records()
+  r["offloaded"] = np.zeros(5, bool)
+  for k in ("off_index", "ceiling_pred"):
+    r[k] = r[k][:0]
+  for k in ("server_pred", "units", "demand", "coverage"):
+    r[k] = r[k][:0]
+  rows = metrics.summarize(r, ["r", "topk"], [2, 4], 4, 10, n_boot=200)
+  assert [(row["method"], row["budget"]) for row in rows] == [
+      ("r", 2), ("r", 4), ("topk", 2), ("topk", 4)]
+  edge_correct = r["edge_pred"] == r["label"]  # right on images 0 and 2
+  lo, hi = stats.bootstrap_ci(edge_correct, 200)
+  for row in rows:
+    assert tuple(row) == COLUMNS
+    assert (row["n_images"], row["n_offloaded"], row["offload_rate"]) == (5, 0, 0.0)
+    assert row["edge_acc"] == row["overall_acc"] == pytest.approx(2 / 5)
+    assert (row["overall_acc_lo"], row["overall_acc_hi"]) == (lo, hi) and lo < 0.4 < hi
+    assert row["comm_cost"] == 0.0
+    nan = ("offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi", "ceiling_acc",
+           "ceiling_acc_lo", "ceiling_acc_hi", "pct_of_ceiling", "mean_units",
+           "bits_per_request", "cap_bind_rate", "coverage", "acc_low_attn_entropy",
+           "acc_high_attn_entropy", "diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi")
+    assert all(np.isnan(row[c]) for c in nan), {c: row[c] for c in nan}
+    # Today's behaviour: McNemar with no discordant image gives p = 1, even with no image.
+    assert row["p_vs_topk"] == 1.0

@@ -1,5 +1,6 @@
 """Two JAX processes on localhost (CPU collectives) write what one process writes."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,12 +10,29 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=300",
         "--config.chunk_size=60", "--config.budgets=4,16", "--config.rules=random,topk,sage,threshold"]
+# What process 0 prints (gRPC's log line, then an exception or a crash) when its coordinator
+# cannot listen on the port.
+BIND_FAILED = ("Failed to add port to server", "Failed to start RPC server")
 
 
 def _free_port():
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
+
+
+def _start_two(tmp_path, port):
+  """Processes 0 and 1 with the coordinator on `port` -> [(Popen, stderr file)]."""
+  procs = []
+  for i in range(2):
+    shutil.rmtree(tmp_path / f"two{i}", ignore_errors=True)
+    err = tmp_path / f"two{i}.stderr"
+    with open(err, "w") as f:  # a file, not a pipe: nobody reads process 1's while 0 runs
+      procs.append((subprocess.Popen([sys.executable, *ARGS, f"--workdir={tmp_path / f'two{i}'}",
+                                      "--distributed", f"--coordinator_address=localhost:{port}",
+                                      "--num_processes=2", f"--process_id={i}"],
+                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f), err))
+  return procs
 
 
 def test_two_processes_match_one(tmp_path):
@@ -31,6 +49,20 @@ def test_two_processes_match_one(tmp_path):
     assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
   # Each process evaluated its own contiguous block of the 5 chunks (one slice read each) ...
   for i, block in enumerate(([0, 1], [2, 3, 4])):
+  # fails at once, and both start again on another port.
+  for attempt in range(4):
+    procs = _start_two(tmp_path, _free_port())
+    (p0, err0), (p1, _) = procs
+    bind_failed = (attempt < 3 and p0.wait(timeout=600) != 0
+                   and any(m in err0.read_text() for m in BIND_FAILED))
+    if not bind_failed:
+      break
+    p1.kill()  # it would wait for the coordinator until its timeout
+    p1.wait()
+  for p, err in procs:
+    assert p.wait(timeout=600) == 0, err.read_text()[-2000:]
+  # Each process evaluated half of the chunks ...
+  for i in range(2):
     chunks = sorted(os.listdir(tmp_path / f"two{i}" / "progress"))
     assert [int(c.split("_")[1]) // 60 for c in chunks] == block
   # ... and process 0 wrote the same results as the single process; process 1 wrote none.

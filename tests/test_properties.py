@@ -1,12 +1,20 @@
-"""Property tests: every rule returns K distinct valid indices, deterministically,
-on random and degenerate inputs (equal importance, identical or zero embeddings)."""
+"""Property tests: every rule returns K distinct valid indices, the same under jit as
+eager, on random and degenerate inputs (equal importance, identical or zero embeddings)."""
 import jax
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from sage_jax import selection
 
-KWARGS = {"sage": "pool", "threshold": "delta", "sum_threshold": "delta"}  # drawn below
+# One jit per rule; the budget and the parameters are static (they may set shapes), except
+# delta, which the sweep traces.
+JITTED = {name: jax.jit(rule.fn, static_argnames=[
+    "budget", *(p for p in rule.params() if p != "delta")]) for name, rule in selection.RULES.items()}
+# These rules score patches by matrix products of the normalised embeddings. With identical
+# embeddings all scores tie exactly only in exact arithmetic; last-bit rounding, which jit's
+# fused code does differently from eager, breaks the ties (not to the lowest index), so
+# there jit and eager may pick differently (e.g. tome, n=49, K=3: [0 3 11] eager, [0 7 35] jit).
+ROUNDING_TIES = ("swap", "bat", "tome")
 
 
 @st.composite
@@ -38,16 +46,22 @@ def test_every_rule_returns_k_distinct_valid_indices(problem):
   imp, emb, k, pool, delta, seed = problem
   n = len(imp)
   key = jax.random.PRNGKey(seed)
+  identical = emb.any() and (emb == emb[:1]).all()
+  drawn = {"pool_ratio": pool, "delta": delta}  # for the rules whose `rule@value` sets them
   for name, entry in selection.RULES.items():
     rule = entry.fn
-    kw = {"pool": dict(pool_ratio=pool), "delta": dict(delta=delta)}.get(KWARGS.get(name), {})
+    kw = {entry.primary: drawn[entry.primary]} if entry.primary in drawn else {}
     if name == "grid" and int(np.sqrt(n)) ** 2 != n:
       continue
-    sel = rule(imp, emb, key, k, **kw)
-    again = rule(imp, emb, key, k, **kw)
+    sel = rule(imp, emb, key, k, **kw)  # eager
+    again = JITTED[name](imp, emb, key, budget=k, **kw)
     idx, mask = np.asarray(sel.keep_idx), np.asarray(sel.keep_mask)
     assert idx.shape == (k,) and idx.dtype == np.int32, name
     assert len(set(idx.tolist())) == k, (name, idx)  # distinct even in the masked slots
     assert ((idx >= 0) & (idx < n)).all(), (name, idx)
     assert mask[0] and int(sel.demand) >= 1, name  # something is always sent
-    assert (idx == np.asarray(again.keep_idx)).all() and (mask == np.asarray(again.keep_mask)).all()
+    if identical and name in ROUNDING_TIES:
+      continue
+    assert (idx == np.asarray(again.keep_idx)).all(), (name, idx, again.keep_idx)  # jit == eager
+    assert (mask == np.asarray(again.keep_mask)).all(), (name, mask, again.keep_mask)
+    assert int(sel.demand) == int(again.demand), name

@@ -1,9 +1,11 @@
 """A sweep killed at any point resumes with the same command and ends byte-identical."""
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -18,16 +20,20 @@ FILES = ("results.csv", "results.json", "per_image.npz", "report.md", "curves.pn
          "selection_map.png")
 
 
-def _default_sigint():
-  # Background jobs of a non-interactive shell (CI, nohup ... &) inherit SIGINT ignored;
-  # give the sweep the disposition it has in a terminal, where Ctrl-C interrupts it.
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Background jobs of a non-interactive shell (CI, nohup ... &) inherit SIGINT ignored;
+# give the sweep the handler it has in a terminal, where Ctrl-C interrupts it. Set in the
+# child's own interpreter, not by preexec_fn: forking a process that runs JAX's threads and
+# running Python code before exec may deadlock.
+_MAIN_WITH_SIGINT = ("import runpy, signal, sys; "
+                     "signal.signal(signal.SIGINT, signal.default_int_handler); "
+                     "runpy.run_module('sage_jax.main', run_name='__main__', alter_sys=True)")
+assert ARGS[:2] == ["-m", "sage_jax.main"]
 
 
 def _start(workdir, *extra):
-  return subprocess.Popen([sys.executable, *ARGS, f"--workdir={workdir}", *extra], cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=_default_sigint)
+  return subprocess.Popen([sys.executable, "-c", _MAIN_WITH_SIGINT, *ARGS[2:],
+                           f"--workdir={workdir}", *extra], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _chunks(workdir):
@@ -98,9 +104,18 @@ def test_other_config_is_refused_or_goes_to_subdir(reference):
   assert len(subdirs) == 1 and os.path.exists(os.path.join(workdir, subdirs[0], "results.csv"))
 
 
-def test_npz_bytes_are_deterministic():
-  a = {"x": np.arange(5), "y": np.ones((2, 3), np.float32)}
-  assert workdir_lib.npz_bytes(a) == workdir_lib.npz_bytes(dict(a))
-  import io
-  with np.load(io.BytesIO(workdir_lib.npz_bytes(a))) as z:
+def test_npz_bytes_are_deterministic(monkeypatch):
+  a = {"y": np.ones((2, 3), np.float32), "x": np.arange(5)}
+  data = workdir_lib.npz_bytes(a)
+  with zipfile.ZipFile(io.BytesIO(data)) as zf:  # fixed timestamps, names in sorted order
+    assert [(i.filename, i.date_time, i.compress_type) for i in zf.infolist()] == [
+        ("x.npy", (1980, 1, 1, 0, 0, 0), zipfile.ZIP_DEFLATED),
+        ("y.npy", (1980, 1, 1, 0, 0, 0), zipfile.ZIP_DEFLATED)]
+  # Another time on the clock, and the arrays given in another order: the same bytes.
+  monkeypatch.setattr(time, "time", lambda: 2e9)
+  monkeypatch.setattr(time, "localtime", lambda *_: time.gmtime(2e9))
+  assert workdir_lib.npz_bytes({"x": a["x"], "y": a["y"]}) == data
+  with np.load(io.BytesIO(data)) as z:
+    assert sorted(z.files) == ["x", "y"]
+    np.testing.assert_array_equal(z["x"], a["x"])
     np.testing.assert_array_equal(z["y"], a["y"])
