@@ -11,6 +11,12 @@ import numpy as np
 
 from sage_jax import workdir as workdir_lib
 
+# How long a process waits at the gather for the others to finish their chunks. JAX's
+# collectives give up after 30 s (Gloo's context set-up on CPU), and hosts may finish
+# minutes apart (one chunk more, a slower disk), so all first meet at a barrier of the
+# coordination service, which waits this long.
+GATHER_TIMEOUT_S = 6 * 3600
+
 
 def my_chunks(n_chunks: int) -> range:
   """This process's share of chunks 0..n_chunks-1: a contiguous block, sizes differing by
@@ -22,11 +28,14 @@ def my_chunks(n_chunks: int) -> range:
 def gather_chunks(own: dict) -> dict:
   """{chunk id: records} of this process -> those of every process, on every process.
 
-  Records travel as npz bytes through process_allgather (padded to the longest).
+  Records travel as npz bytes through process_allgather (padded to the longest), once every
+  process has reached the gather.
   """
   if jax.process_count() == 1:
     return own
+  from jax._src import distributed as jax_distributed  # the barrier has no public API
   from jax.experimental import multihost_utils
+  jax_distributed.global_state.client.wait_at_barrier("sage_jax_gather", GATHER_TIMEOUT_S * 1000)
   blob = np.frombuffer(workdir_lib.npz_bytes(
       {f"{c}.{k}": v for c, recs in own.items() for k, v in recs.items()}), np.uint8)
   sizes = np.asarray(multihost_utils.process_allgather(np.asarray([blob.size]))).ravel()
