@@ -10,8 +10,8 @@ SCRIPT = """
 import sys, numpy as np, jax
 from sage_jax import defaults, pipeline, plan, sweep
 c = defaults.sweep_config()
-c.num_images, c.budgets, c.batch_size, c.server_batch_size = 150, "4,16,49", 60, 36
-c.rules = "random,topk,sage,threshold,tome"
+c.num_images, c.budgets, c.batch_size, c.server_batch_size = 120, "4,49", 60, 36
+c.rules = "random,sage,threshold,tome"
 p = plan.make(c)
 rec = sweep.evaluate(p, pipeline.load_models(p))[0]
 rec["n_devices"] = np.int64(jax.local_device_count())

@@ -75,11 +75,12 @@ def test_budget_steps_reuse_seen_evidence_and_match_a_plain_forward():
   batch = dict(image=jnp.asarray(images), index=jnp.arange(40, dtype=jnp.int32),
                importance=out["importance"], tokens=out["tokens"], valid=jnp.ones(40, bool))
   _, outs = pipeline.run_budgets(steps, params, batch, budgets)
+  forward = jax.jit(lambda p, x, i, m: model.apply({"params": p}, x, i, m)[0])  # plain forward
   for k, o in zip(budgets, outs):
     for r, rule in enumerate(plan.rules):
       s = selection.select_batch(rule.name, batch["importance"][rule.importance],
                                  batch["tokens"], batch["index"], k, plan.seed, **rule.kwargs)
-      want = model.apply({"params": params}, batch["image"], s.keep_idx, s.keep_mask)[0]
+      want = forward(params, batch["image"], s.keep_idx, s.keep_mask)
       np.testing.assert_array_equal(o["server_pred"][r], want.argmax(-1),
                                     err_msg=f"{rule.label} {k}")
   fresh = {k: np.asarray(o["fresh"]) for k, o in zip(budgets, outs)}

@@ -92,7 +92,7 @@ def test_numbers_are_sane(full_run):
 
 
 def test_per_image_records_independent_of_batch_sizes():
-  kw = dict(rules="random,topk,sage,threshold", budgets="8,16,49", num_images=150)
+  kw = dict(rules="random,topk,sage,threshold", budgets="8,49", num_images=80)
   ref = records(_config(batch_size=64, server_batch_size=64, **kw))
   for bs in (7, 1):
     other = records(_config(batch_size=bs, server_batch_size=bs, **kw))
