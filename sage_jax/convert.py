@@ -339,7 +339,8 @@ def main(argv):
   try:
     params, meta = convert(f.src, f.variant, f.num_heads)
   except (ValueError, FileNotFoundError, ImportError) as e:
-    sys.exit(f"convert: {e}")  # a user error: the message, not a traceback
+    print(f"error: {e}", file=sys.stderr)  # a user error: one line, not a traceback; exit 2
+    sys.exit(2)
   checkpoints.save(f.dst, params, meta)
   if meta["variant"] is None:
     logging.warning("architecture %s matches no sage_jax variant (%s)", meta["arch"],

@@ -310,9 +310,19 @@ def test_cli_reports_mismatch_without_traceback(case, tmp_path):
   cmd = [sys.executable, "-m", "sage_jax.convert", f"--src={case['paths']['npz']}",
          f"--dst={tmp_path / 'x.msgpack'}"]
   out = subprocess.run(cmd + ["--variant=Ti/16"], cwd=ROOT, capture_output=True, text=True)
-  assert out.returncode == 1 and "has width=64, but variant 'Ti/16'" in out.stderr
+  assert out.returncode == 2 and "has width=64, but variant 'Ti/16'" in out.stderr
   assert "Traceback" not in out.stderr and not os.path.exists(tmp_path / "x.msgpack")
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr
   params, meta = checkpoints.load(str(tmp_path / "x.msgpack"))
   assert meta["source"]["format"] == "npz" and meta["arch"]["num_heads"] == 4
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "sage_jax.convert", f"--src={tmp_path / 'nope.pth'}",
+                         f"--dst={tmp_path / 'out.msgpack'}"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "nope.pth" in last, last
+  assert not (tmp_path / "out.msgpack").exists()
