@@ -20,9 +20,11 @@ def test_cold_warm_and_off_give_the_same_files(tmp_path):
   cache = tmp_path / "cache"
   log, cold = _run(tmp_path / "cold", cache)
   assert "compilation cache: " + str(cache) in log and "0 hits" in log, log[-2000:]
+  assert "traced steps 0 read, 3 saved" in log, log[-2000:]  # edge, ceiling, one budget
   assert any(cache.iterdir())
   log, warm = _run(tmp_path / "warm", cache)
   assert " 0 misses" in log and " 0 hits" not in log, log[-2000:]  # every step was loaded
+  assert "traced steps 3 read, 0 saved" in log, log[-2000:]            # and none traced
   _, off = _run(tmp_path / "off", "off")
   assert cold == warm == off
 
