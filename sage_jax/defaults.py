@@ -76,6 +76,13 @@ def sweep_config() -> ml_collections.ConfigDict:
       map_budget=8,       # budget shown in the selection map (the nearest one swept)
       map_examples=6,     # offloaded images (rows) in the selection map
       moderate=(12, 24),  # budgets counted as "moderate" in the paper-claims check
+      # Rules every rule is also compared with, paired on the same images: columns
+      # diff_vs_<rule> (+ _lo/_hi, bootstrap 95%) and p_vs_<rule> (McNemar); topk's always.
+      compare_to="topk",
+      # report.md's "Beyond the paper" section (configs/fmnist_beyond.py): the rule frozen on
+      # the development half, which half this run is, and the ideas tried, each
+      # (title, "rule,rule,...", why it helped, why it did not). No frozen rule: no section.
+      beyond=ml_collections.ConfigDict(dict(frozen="", half="", ideas=())),
   ))
   return c
 
