@@ -3,8 +3,9 @@
 Intervals are percentile bootstraps over images (stats.bootstrap_ci); every rule
 is compared with `topk` on the same offloaded images (paired bootstrap of the
 accuracy difference and an exact McNemar test), and with any other rule a config
-names in `report.compare_to` (`add_comparisons`: diff_vs_<rule>, p_vs_<rule>). Spatial coverage is computed per
-image inside the sweep's jitted step (`coverage`) and averaged here.
+names in `report.compare_to` (`add_comparisons`: diff_vs_<rule>, p_vs_<rule>).
+Spatial coverage is computed per image inside the sweep's jitted step (`coverage`)
+and averaged here.
 """
 import math
 
