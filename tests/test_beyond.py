@@ -263,14 +263,15 @@ def test_sage_adaptive_limits():
     peaked = np.zeros(n, np.float32)
     peaked[np.random.default_rng(seed).permutation(n)[:5]] = [0.4, 0.3, 0.15, 0.1, 0.05]
     peaked = jnp.asarray(peaked + 1e-4)
-    for k in (4, 8):
-      assert selection.perplexity(peaked) <= 2 * k
-      np.testing.assert_array_equal(np.asarray(adaptive(peaked, x, KEY, k).keep_idx),
-                                    np.asarray(sage(peaked, x, KEY, k).keep_idx))
+    assert selection.perplexity(peaked) <= 2 * 4
+    np.testing.assert_array_equal(np.asarray(adaptive(peaked, x, KEY, 4).keep_idx),
+                                  np.asarray(sage(peaked, x, KEY, 4).keep_idx))
     # Flat importance (perplexity ~ N): exactly diversity.
     flat = jnp.asarray((np.full(n, 1 / n) + 1e-5 * imp).astype(np.float32))
-    np.testing.assert_array_equal(np.asarray(adaptive(flat, x, KEY, 6).keep_idx),
-                                  np.asarray(div(flat, x, KEY, 6).keep_idx))
+    np.testing.assert_array_equal(np.asarray(adaptive(flat, x, KEY, 4).keep_idx),
+                                  np.asarray(div(flat, x, KEY, 4).keep_idx))
+    assert not np.array_equal(np.asarray(sage(flat, x, KEY, 4).keep_idx),
+                              np.asarray(div(flat, x, KEY, 4).keep_idx))  # the two differ
 
 
 def test_perplexity_known_answers():
