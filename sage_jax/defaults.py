@@ -43,7 +43,9 @@ def sweep_config() -> ml_collections.ConfigDict:
   c.edge = ml_collections.ConfigDict(dict(variant="fm-edge", checkpoint="checkpoints/fmnist_edge.msgpack"))
   c.server = ml_collections.ConfigDict(dict(variant="fm-server", checkpoint="checkpoints/fmnist_server.msgpack"))
 
-  c.importance = "cls_attention"   # default importance score: cls_attention | rollout
+  # Default importance score: cls_attention | rollout | rollout_im | cls_all | cls_specific |
+  # norm_filtered (importance.IMPORTANCES; docs/beyond.md).
+  c.importance = "cls_attention"
   c.gate = ml_collections.ConfigDict(dict(
       measure="min_entropy",  # min_entropy | entropy | margin | fraction
       eta=0.6,                # bits; offloads 34% of test images with the shipped edge
@@ -57,7 +59,8 @@ def sweep_config() -> ml_collections.ConfigDict:
   c.budget_bits = ""                   # or budgets in bits per request, e.g. "1000,2000,4000"
   # Every rule's parameters (defaults from its signature): sage.pool_ratio (pool = top
   # ceil(k*K)), threshold.delta (None: 1/N), sum_threshold.delta, swap.swap_frac,
-  # bat.attentive_frac and bat.iters.
+  # bat.attentive_frac and bat.iters, mmr.relevance_weight, sage_adaptive.perplexity_ratio,
+  # dpp.quality_exponent and dpp.ridge.
   c.rule_params = rule_params()
   c.coverage_grid = 4         # coverage = share of the cells of a 4x4 grid that hold a sent patch
   c.seed = 0                  # `random` rule key = fold_in(PRNGKey(seed), image index)
@@ -76,6 +79,13 @@ def sweep_config() -> ml_collections.ConfigDict:
       map_budget=8,       # budget shown in the selection map (the nearest one swept)
       map_examples=6,     # offloaded images (rows) in the selection map
       moderate=(12, 24),  # budgets counted as "moderate" in the paper-claims check
+      # Rules every rule is also compared with, paired on the same images: columns
+      # diff_vs_<rule> (+ _lo/_hi, bootstrap 95%) and p_vs_<rule> (McNemar); topk's always.
+      compare_to="topk",
+      # report.md's "Beyond the paper" section (configs/fmnist_beyond.py): the rule frozen on
+      # the development half, which half this run is, and the ideas tried, each
+      # (title, "rule,rule,...", why it helped, why it did not). No frozen rule: no section.
+      beyond=ml_collections.ConfigDict(dict(frozen="", half="", ideas=())),
   ))
   return c
 

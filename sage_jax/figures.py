@@ -80,8 +80,10 @@ def selection_map(images, keep_idx, keep_mask, rule_names, patch_size, path) -> 
                      f"{len(rule_names)} rule names")
   s = max(1, math.ceil(MIN_PANEL_PX / max(h, w)))
   ph, pw = h * s, w * s
-  gap, top, left = 6, 22, 8
-  titles = ["input"] + list(rule_names)
+  # A "rule:score" title goes on two lines (rule, then :score), so long ones do not overlap.
+  titles = ["input"] + [n.replace(":", "\n:") for n in rule_names]
+  lines = max(t.count("\n") + 1 for t in titles)
+  gap, top, left = 6, 22 + 18 * (lines - 1), 8
   height, width = top + r_count * (ph + gap), left + len(titles) * (pw + gap) + 2
   canvas = np.ones((height, width, 3), np.float32)
   boxes = {}

@@ -6,12 +6,25 @@ An importance function maps the edge's intermediates for one image, `out` (see
 the N patches, so thresholds are comparable across images (uniform importance
 = 1/N). Adding one: a function plus an entry in IMPORTANCES; a sweep then runs
 any rule on it as `rule:name`.
+
+Beside the last block's attention and rollout, three sink-aware scores (issue 14): a
+small edge's attention can have sinks, patches that every query attends to whatever it
+asks (background patches of shoes in the shipped Fashion-MNIST edge), so "most attended"
+is not "most informative". `cls_all` averages the blocks, `cls_specific` keeps the CLS
+attention in excess of what every token pays, `norm_filtered` drops register-like
+high-norm tokens (Darcet et al. 2024). docs/beyond.md has what each did.
 """
 import jax.numpy as jnp
 
 
 def _normalize(x):
   return x / jnp.maximum(jnp.sum(x), 1e-12)
+
+
+def _distribution(x):
+  """Non-negative x: f32[N] -> x / sum(x); all zero -> uniform 1/N (a score must sum to 1)."""
+  total = jnp.sum(x)
+  return jnp.where(total > 0, x / jnp.where(total > 0, total, 1.0), 1.0 / x.shape[0])
 
 
 def cls_attention(out):
@@ -31,7 +44,68 @@ def rollout(out):
   return _normalize(joint[0, 1:])
 
 
-IMPORTANCES = {"cls_attention": cls_attention, "rollout": rollout}
+def rollout_im(out):
+  """Attention rollout as Im et al. (2024)'s reference code computes it -> f32[N].
+
+  Per head h: J_h = (A_L,h + I) ... (A_1,h + I), the identity added WITHOUT renormalising
+  the rows; then the mean of J_h over heads, its CLS row over the patches, normalised.
+  `rollout` (Abnar & Zuidema 2020) instead averages the heads in every block and rolls
+  out the row-normalised 0.5 A + 0.5 I. For softmax rows (which sum to 1) the missing
+  renormalisation only scales J by 2^L, which the final normalisation removes, so the real
+  difference is where the heads are averaged: a mean of per-head products here, a product
+  of head means there (cross-head paths, head 1 in block 1 -> head 2 in block 2, count in
+  Abnar-Zuidema, not here). One head, or one block: the two agree.
+  """
+  attns = out["attns"]
+  t = attns[0].shape[-1]
+  joint = jnp.broadcast_to(jnp.eye(t, dtype=attns[0].dtype), attns[0].shape)
+  for a in attns:
+    joint = (a + jnp.eye(t, dtype=a.dtype)) @ joint
+  return _distribution(joint.mean(0)[0, 1:])
+
+
+def cls_all(out):
+  """Mean over blocks of each block's CLS->patch attention (head mean, normalised) -> f32[N].
+
+  Why: a sink need not sit in every block, so the last block alone inherits its own
+  sinks, while an equal-weight mean keeps a patch high only if several blocks attend to
+  it. Parameter-free. One block: `cls_attention`.
+  """
+  rows = jnp.stack([a[:, 0, 1:].mean(0) for a in out["attns"]])  # f32[L, N]
+  rows = rows / jnp.maximum(rows.sum(-1, keepdims=True), 1e-12)
+  return _distribution(rows.mean(0))
+
+
+def cls_specific(out, block=-1):
+  """CLS attention beyond what every token pays a patch: relu(cls_j - received_j) -> f32[N].
+
+  received_j: mean over heads and over the N patch queries of their attention to patch j in
+  `block`. A sink is attended by nearly every query whatever it asks, so its CLS
+  attention is no evidence for the class; this keeps only the CLS-specific excess. Every
+  excess zero -> uniform.
+  """
+  a = out["attns"][block]
+  return _distribution(jnp.maximum(a[:, 0, 1:].mean(0) - a[:, 1:, 1:].mean((0, 1)), 0.0))
+
+
+def norm_filtered(out, z=2.0):
+  """Last block's CLS attention with register-like patches set to 0 -> f32[N].
+
+  Register-like (Darcet et al. 2024, "Vision Transformers Need Registers"): the norm of the
+  patch's token is an outlier within the image, z-score > z. The token is the residual
+  stream before the final LayerNorm (out["encoded"], CLS first), which the LayerNorm would
+  rescale; the final-norm out["tokens"] when the edge does not expose it. Nothing flagged
+  (e.g. all norms equal) -> `cls_attention`.
+  """
+  tokens = out["encoded"][1:] if "encoded" in out else out["tokens"]
+  norms = jnp.linalg.norm(tokens, axis=-1)
+  sd = norms.std()
+  zs = (norms - norms.mean()) / jnp.where(sd > 0, sd, 1.0)
+  return _distribution(jnp.where(zs > z, 0.0, out["attns"][-1][:, 0, 1:].mean(0)))
+
+
+IMPORTANCES = {"cls_attention": cls_attention, "rollout": rollout, "rollout_im": rollout_im,
+               "cls_all": cls_all, "cls_specific": cls_specific, "norm_filtered": norm_filtered}
 
 
 def get(name: str):

@@ -2,8 +2,10 @@
 
 Intervals are percentile bootstraps over images (stats.bootstrap_ci); every rule
 is compared with `topk` on the same offloaded images (paired bootstrap of the
-accuracy difference and an exact McNemar test). Spatial coverage is computed per
-image inside the sweep's jitted step (`coverage`) and averaged here.
+accuracy difference and an exact McNemar test), and with any other rule a config
+names in `report.compare_to` (`add_comparisons`: diff_vs_<rule>, p_vs_<rule>).
+Spatial coverage is computed per image inside the sweep's jitted step (`coverage`)
+and averaged here.
 """
 import math
 
@@ -82,14 +84,37 @@ def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
           n_images=n, n_offloaded=m)
       row["offloaded_acc_lo"], row["offloaded_acc_hi"] = stats.bootstrap_ci(correct, n_boot)
       row["overall_acc_lo"], row["overall_acc_hi"] = stats.bootstrap_ci(collab, n_boot)
-      if base is None:
-        row.update(diff_vs_topk=float("nan"), diff_vs_topk_lo=float("nan"),
-                   diff_vs_topk_hi=float("nan"), p_vs_topk=float("nan"))
-      else:
-        ref = records["server_pred"][:, base, j] == label_off
-        paired = stats.paired_bootstrap(correct, ref, n_boot)
-        row.update(diff_vs_topk=paired["diff"], diff_vs_topk_lo=paired["lo"],
-                   diff_vs_topk_hi=paired["hi"],
-                   p_vs_topk=stats.mcnemar(correct, ref)["p_value"] if m else float("nan"))
+      ref = None if base is None else records["server_pred"][:, base, j] == label_off
+      row.update(_paired(correct, ref, "topk", n_boot))
       rows.append({k: row[k] for k in COLUMNS})
+  return rows
+
+
+def comparison_columns(ref: str) -> tuple:
+  return (f"diff_vs_{ref}", f"diff_vs_{ref}_lo", f"diff_vs_{ref}_hi", f"p_vs_{ref}")
+
+
+def _paired(correct, ref_correct, ref: str, n_boot: int) -> dict:
+  """Paired bootstrap difference and exact McNemar p against `ref`; nan when it is absent
+  or nothing was offloaded."""
+  diff, lo, hi, p = comparison_columns(ref)
+  if ref_correct is None:
+    return dict.fromkeys((diff, lo, hi, p), float("nan"))
+  paired = stats.paired_bootstrap(correct, ref_correct, n_boot)
+  return {diff: paired["diff"], lo: paired["lo"], hi: paired["hi"],
+          p: stats.mcnemar(correct, ref_correct)["p_value"] if len(correct) else float("nan")}
+
+
+def add_comparisons(rows, records, methods, budgets, refs, n_boot: int = 1000) -> list:
+  """Adds diff_vs_<ref> (+ _lo/_hi, paired bootstrap 95%) and p_vs_<ref> (exact McNemar)
+  for each rule `ref` of refs (labels in `methods`; topk's columns are always there) to
+  every row of `summarize`, in place and after its columns. -> the rows."""
+  off = records["offloaded"].astype(bool)
+  label_off = records["label"][off]
+  correct = lambda i, j: records["server_pred"][:, i, j] == label_off
+  for ref in (r for r in refs if r != "topk"):
+    base = methods.index(ref)
+    for row in rows:
+      i, j = methods.index(row["method"]), list(budgets).index(row["budget"])
+      row.update(_paired(correct(i, j), correct(base, j), ref, n_boot))
   return rows

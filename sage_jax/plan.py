@@ -46,6 +46,22 @@ class Model:
 
 
 @dataclasses.dataclass(frozen=True)
+class Idea:
+  title: str
+  labels: tuple     # rule labels of config.rules; the first leads (the verdict, the map)
+  helped: str       # why it helped / did not: reasoning fixed on the development half
+  not_helped: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Beyond:
+  """report.md's "Beyond the paper" section (issue 14; configs/fmnist_beyond.py)."""
+  frozen: str       # the rule label frozen on the development half
+  half: str         # which half of the data this run is, in words
+  ideas: tuple      # Idea, in the config's order
+
+
+@dataclasses.dataclass(frozen=True)
 class Report:
   n_boot: int
   channel: str      # the latency plot's uplink, a key of rates
@@ -53,6 +69,8 @@ class Report:
   map_budget: int   # the sweep's budget nearest to report.map_budget
   map_examples: int
   moderate: tuple   # (lo, hi) budgets of the grid-vs-random claim
+  compare_to: tuple = ("topk",)  # rule labels every rule is compared with (paired)
+  beyond: Any = None             # Beyond, or None: no such section
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +201,30 @@ def _check_rule(rule: RuleSpec, budget: int, n: int, d: int):
                      f"): {e}") from None
 
 
+def _beyond(cfg, labels, compare_to):
+  """config.report.beyond -> Beyond, or None when no rule is frozen (no section)."""
+  if cfg is None or not cfg.get("frozen"):
+    return None
+  need = ("topk", "sage", "diversity", cfg.frozen)
+  missing = [x for x in need if x not in labels]
+  _require(not missing, "report.beyond.frozen", cfg.frozen,
+           f"the section compares it with topk, sage and diversity; add {missing} to rules")
+  for ref in ("sage", "diversity"):
+    _require(ref in compare_to, "report.compare_to", ",".join(compare_to),
+             "the beyond section needs sage and diversity in it")
+  ideas = []
+  for idea in cfg.get("ideas") or ():
+    _require(len(idea) == 4, "report.beyond.ideas entry", idea,
+             "give (title, 'rule,rule,...', why it helped, why it did not)")
+    title, members, helped, not_helped = idea
+    members = tuple(_items(members, f"report.beyond.ideas {title!r}"))
+    for label in members:
+      _require(label in labels, f"report.beyond.ideas {title!r}: rule", label,
+               f"name rules this sweep runs: {', '.join(labels)}")
+    ideas.append(Idea(title, members, helped, not_helped))
+  return Beyond(cfg.frozen, cfg.half, tuple(ideas))
+
+
 def _patches(variant: str, image_size: int, role: str):
   v = vit.decode_variant(variant)
   p = v["patch_size"]
@@ -248,6 +290,13 @@ def make(config) -> "Plan":
            "give (lo, hi) with lo <= hi")
   # The map shows what the sweep sent, so its budget is one the sweep runs.
   map_budget = min(budgets, key=lambda b: (abs(b - r.map_budget), b))
+  labels = [rule.label for rule in rules]
+  compare_to = tuple(_once(_items(r.get("compare_to", "topk"), "report.compare_to"),
+                           "report.compare_to", r.get("compare_to")))
+  for ref in compare_to:
+    _require(ref in labels or ref == "topk", "report.compare_to", ref,
+             f"compare with rules this sweep runs: {', '.join(labels)}")
+  beyond = _beyond(r.get("beyond"), labels, compare_to)
 
   return Plan(
       rules=rules, budgets=budgets, bits_per_unit=int(bits), importance=config.importance,
@@ -260,5 +309,5 @@ def make(config) -> "Plan":
       batch_size=int(config.batch_size), server_batch_size=int(config.server_batch_size),
       chunk_size=int(config.chunk_size),
       report=Report(int(r.n_boot), r.channel, tuple(rates.items()), int(map_budget),
-                    int(r.map_examples), moderate),
+                    int(r.map_examples), moderate, compare_to, beyond),
       config_json=config.to_json())

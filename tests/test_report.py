@@ -102,3 +102,147 @@ def test_run_without_topk_writes_strict_json(tmp_path):
   for r in data:  # nothing to compare with: null, not NaN (which strict parsers reject)
     assert r["diff_vs_topk"] is None and r["p_vs_topk"] is None
     assert 0.0 <= r["offloaded_acc"] <= 1.0
+
+
+# ----------------------------------------------------------------- issue 14: beyond the paper
+def _goal_row(method, budget, acc, vs):
+  """vs: {ref: (lo, hi)} paired intervals of this row against sage / diversity."""
+  row = dict(method=method, budget=budget, offloaded_acc=acc)
+  for ref in ("sage", "diversity", "topk"):
+    lo, hi = vs.get(ref, (-0.01, 0.01))
+    row.update({f"diff_vs_{ref}": (lo + hi) / 2, f"diff_vs_{ref}_lo": lo,
+                f"diff_vs_{ref}_hi": hi, f"p_vs_{ref}": 0.5})
+  return row
+
+
+def _goal_rows(new_vs, sage_acc=0.6, div_acc=0.7):
+  rows = []
+  for b, vs in zip((4, 6, 8, 12, 16, 24, 32), new_vs):
+    rows += [_goal_row("sage", b, sage_acc, {}), _goal_row("diversity", b, div_acc, {}),
+             _goal_row("new", b, 0.71, vs)]
+  return rows
+
+
+WIN = {"sage": (0.01, 0.05), "diversity": (0.002, 0.04)}
+TIE = {}
+
+
+def test_goal_reached_at_four_of_five_small_budgets_without_a_loss():
+  g = report.goal_check(_goal_rows([WIN, WIN, TIE, WIN, WIN, TIE, TIE]), "new")
+  assert g["wins"] == [4, 6, 12, 16] and g["losses"] == [] and g["need"] == 4 and g["reached"]
+
+
+def test_goal_not_reached_with_three_wins_or_one_loss():
+  g = report.goal_check(_goal_rows([WIN, WIN, TIE, TIE, WIN, TIE, TIE]), "new")
+  assert g["wins"] == [4, 6, 16] and not g["reached"]
+  # Significantly worse than the better of the two (diversity here) at K=32: a loss.
+  loss = {"diversity": (-0.03, -0.001)}
+  g = report.goal_check(_goal_rows([WIN] * 5 + [TIE, loss]), "new")
+  assert g["wins"] == [4, 6, 8, 12, 16] and g["losses"] == [32] and not g["reached"]
+  # Worse than the weaker one (sage) only: not a loss.
+  g = report.goal_check(_goal_rows([WIN] * 5 + [TIE, {"sage": (-0.03, -0.001)}]), "new")
+  assert g["losses"] == [] and g["reached"]
+  # Better than diversity but not than sage: not a win. Wins above K=16 do not count.
+  half = {"sage": (-0.01, 0.03), "diversity": (0.01, 0.05)}
+  g = report.goal_check(_goal_rows([half] * 5 + [WIN, WIN]), "new")
+  assert g["wins"] == [] and not g["reached"]
+
+
+def test_goal_tie_between_sage_and_diversity_counts_a_loss_against_either():
+  g = report.goal_check(_goal_rows([TIE] * 6 + [{"sage": (-0.03, -0.001)}], 0.7, 0.7), "new")
+  assert g["losses"] == [32]
+
+
+def test_add_comparisons_pairs_each_rule_with_each_reference():
+  records = dict(offloaded=np.array([1, 1, 1, 1, 0], bool), label=np.array([0, 1, 2, 3, 4]),
+                 server_pred=np.array([[[0], [9], [0]], [[1], [1], [9]], [[9], [2], [2]],
+                                       [[3], [3], [3]]]))  # [m=4, rules=3, budgets=1]
+  rows = [dict(method=m, budget=8) for m in ("a", "b", "c")]
+  metrics.add_comparisons(rows, records, ["a", "b", "c"], [8], ["topk", "b", "c"], n_boot=200)
+  # a is right on 0, 1, 3; b on 1, 2, 3; c on 0, 2, 3.
+  assert rows[0]["diff_vs_b"] == 0.0 and rows[0]["p_vs_b"] == 1.0
+  assert rows[1]["diff_vs_b"] == 0.0 and rows[1]["diff_vs_b_lo"] == 0.0
+  assert list(rows[0])[2:] == ["diff_vs_b", "diff_vs_b_lo", "diff_vs_b_hi", "p_vs_b",
+                               "diff_vs_c", "diff_vs_c_lo", "diff_vs_c_hi", "p_vs_c"]
+  assert "diff_vs_topk" not in rows[0]  # topk's columns come from summarize
+  records["server_pred"][:, 0] = np.array([[0], [1], [2], [3]])  # a always right
+  metrics.add_comparisons(rows, records, ["a", "b", "c"], [8], ["c"], n_boot=200)
+  assert rows[0]["diff_vs_c"] == 0.25 and rows[0]["p_vs_c"] == 1.0  # one discordant image
+
+
+def test_compare_to_and_beyond_are_checked():
+  from sage_jax import plan as plan_lib
+  c = defaults.sweep_config()
+  c.rules, c.report.compare_to = "topk,sage", "topk,diversity"
+  with pytest.raises(ValueError, match="report.compare_to 'diversity' is not allowed"):
+    plan_lib.make(c)
+  c.rules, c.report.compare_to = "topk,sage,diversity,mmr", "topk,sage,diversity"
+  c.report.beyond.frozen = "mmr:cls_all"
+  with pytest.raises(ValueError, match=r"add \['mmr:cls_all'\] to rules"):
+    plan_lib.make(c)
+  c.report.beyond.frozen = "mmr"
+  c.report.beyond.ideas = (("MMR", "mmr,dpp", "yes", "no"),)
+  with pytest.raises(ValueError, match="rule 'dpp' is not allowed"):
+    plan_lib.make(c)
+  c.report.beyond.ideas = (("MMR", "mmr", "yes", "no"),)
+  c.report.compare_to = "topk,sage"
+  with pytest.raises(ValueError, match="needs sage and diversity"):
+    plan_lib.make(c)
+  c.report.compare_to = "sage,diversity"
+  b = plan_lib.make(c).report.beyond
+  assert (b.frozen, b.ideas[0].labels) == ("mmr", ("mmr",))
+
+
+def test_beyond_config_halves():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("fmnist_beyond",
+                                                os.path.join(ROOT, "configs", "fmnist_beyond.py"))
+  cfg = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cfg)
+  from sage_jax import plan as plan_lib
+  report_half, dev = plan_lib.make(cfg.get_config()), plan_lib.make(cfg.get_config("dev"))
+  assert report_half.dataset.split == "test[5000:]" and dev.dataset.split == "test[:5000]"
+  assert report_half.budgets == dev.budgets == (4, 6, 8, 12, 16, 24, 32)
+  assert set(report_half.labels) < set(dev.labels)  # dev: the same plus every variant tried
+  for p in (report_half, dev):
+    assert p.report.beyond.frozen == cfg.FROZEN and cfg.FROZEN in p.labels
+    assert {"topk", "random", "sage", "diversity"} <= set(p.labels)
+    assert set(p.report.compare_to) == {"topk", "sage", "diversity"}
+  with pytest.raises(ValueError, match="config argument 'x'"):
+    cfg.get_config("x")
+
+
+def test_beyond_section_on_a_development_run(tmp_path):
+  """The section on a small development-half run: computed verdicts, the map, the columns."""
+  c = defaults.sweep_config()
+  c.edge.checkpoint = os.path.join(ROOT, c.edge.checkpoint)
+  c.server.checkpoint = os.path.join(ROOT, c.server.checkpoint)
+  c.update(dict(rules="topk,random,sage,diversity,mmr:cls_all,dpp", budgets="4,8,16,24",
+                num_images=120))
+  c.dataset.split = "test[:5000]"
+  c.report.compare_to = "topk,sage,diversity"
+  c.report.map_examples = 2
+  c.report.beyond.update(dict(frozen="mmr:cls_all", half="a test", ideas=(
+      ("MMR", "mmr:cls_all", "HELPED-MMR", "NOT-MMR"), ("DPP", "dpp", "HELPED-DPP", "NOT-DPP"))))
+  rows = sweep.run(c, str(tmp_path), progress=False)
+  text = open(tmp_path / "report.md").read()
+  header = open(tmp_path / "results.csv").readline().strip().split(",")
+  assert header[:len(metrics.COLUMNS)] == list(metrics.COLUMNS)
+  assert header[len(metrics.COLUMNS):] == [
+      f"{k}_vs_{r}{s}" for r in ("sage", "diversity") for k, s in
+      (("diff", ""), ("diff", "_lo"), ("diff", "_hi"), ("p", ""))]
+  at = {(r["method"], r["budget"]): r for r in rows}
+  assert at[("sage", 8)]["diff_vs_sage"] == 0.0 and at[("diversity", 4)]["p_vs_diversity"] == 1.0
+  g = report.goal_check(rows, "mmr:cls_all")
+  verdict = "the goal is reached" if g["reached"] else "the goal is not reached"
+  assert f"significantly better than both SAGE and diversity at {len(g['wins'])} of the 3 " \
+         f"budgets K <= 16" in text and verdict in text
+  for lead, name in (("mmr:cls_all", "MMR"), ("dpp", "DPP")):
+    gl = report.goal_check(rows, lead)
+    helped = bool(gl["wins"]) and not gl["losses"]
+    assert (f"HELPED-{name}" in text) == helped and (f"NOT-{name}" in text) == (not helped)
+  r = at[("mmr:cls_all", 8)]
+  assert (f"| `mmr:cls_all` | 8 | {100 * r['offloaded_acc']:.1f} | {report._vs(r, 'sage')} |"
+          in text)
+  assert (tmp_path / "beyond_map.png").exists() and "(beyond_map.png)" in text
+  assert text.index("## Beyond the paper") < text.index("## Accuracy vs budget")
