@@ -66,7 +66,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from sage_jax import checkpoints, defaults, files, sweep, vit
+from sage_jax import checkpoints, compile_cache, defaults, files, sweep, vit
 
 GENERATOR_VERSION = 1  # bump when the synthetic images change (a new cache folder)
 DEFAULT_CACHE = "~/.cache/sage_jax/rehearsal"
@@ -390,7 +390,7 @@ def run(config, workdir: str, cache_dir: str = DEFAULT_CACHE, synthetic_images: 
   from sage_jax import preprocess  # noqa: F401
   box = {}
   with _measure_evaluate(box):
-    sweep.run(config, workdir, progress=False)
+    sweep.run(config, workdir, progress=False, stats=compile_cache.Stats())  # compile apart
   if "plan" not in box:
     raise RuntimeError("sweep.run did not call sweep.evaluate: nothing was measured")
   timing = read_timing(workdir)
