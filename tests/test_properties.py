@@ -40,7 +40,7 @@ def problems(draw):
   return imp.astype(np.float32), emb.astype(np.float32), k, pool, delta, seed
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(problems())
 def test_every_rule_returns_k_distinct_valid_indices(problem):
   imp, emb, k, pool, delta, seed = problem
