@@ -84,30 +84,30 @@ def _code_digest() -> str:
   return h.hexdigest()
 
 
-def _signature(args) -> str:
+def _signature(args) -> tuple:
   """Tree structure, shapes, dtypes and shardings of the arguments (what the step was
-  traced for)."""
+  traced for); hashable, so a call looks its step up without hashing anything to a file."""
   leaves, tree = jax.tree.flatten(args)
-  return repr((tree, [(getattr(x, "shape", ()), str(getattr(x, "dtype", type(x))),
-                       str(getattr(x, "sharding", ""))) for x in leaves]))
+  return tree, tuple((getattr(x, "shape", ()), getattr(x, "dtype", type(x)),
+                      getattr(x, "sharding", None)) for x in leaves)
 
 
 def saved(fn, name: str, context: str, static_argnums=()):
   """Jitted `fn` -> the same function, traced once per machine (see the module docstring).
   `context` names everything else the step depends on (the plan's settings, the models,
   the devices). With the cache off, or inside `bypassed`, it is `fn` itself."""
-  memo = {}
+  memo = {}  # (static args, signature) -> the step, so the file's key is hashed once
 
   def call(*args):
     if _DIR is None or not jax.config.jax_enable_compilation_cache:
       return fn(*args)
     static = tuple(args[i] for i in static_argnums)
     dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
-    key = hashlib.sha256(repr((name, context, _code_digest(), static,
-                               _signature(dynamic))).encode()).hexdigest()
-    if key not in memo:
-      memo[key] = _read_or_export(fn, args, os.path.join(_DIR, "steps", f"{name}-{key[:32]}"))
-    return memo[key](*dynamic)
+    sig = (static, _signature(dynamic))
+    if sig not in memo:
+      key = hashlib.sha256(repr((name, context, _code_digest(), sig)).encode()).hexdigest()
+      memo[sig] = _read_or_export(fn, args, os.path.join(_DIR, "steps", f"{name}-{key[:32]}"))
+    return memo[sig](*dynamic)
 
   call.lower = fn.lower  # ahead-of-time use (the benchmark times compilation itself)
   return call
