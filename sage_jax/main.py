@@ -12,7 +12,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from sage_jax import compile_cache
+from sage_jax import compile_cache, distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
@@ -21,11 +21,7 @@ flags.DEFINE_string("workdir", None, "Where results (and progress, for resuming)
 flags.DEFINE_bool("new_subdir", False, "If the workdir holds another config's results, write "
                   "to workdir/<config hash> instead of refusing.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks for input errors.")
-flags.DEFINE_bool("distributed", False, "Start JAX's distributed runtime (one process per host); "
-                  "on TPU VMs and SLURM the arguments below are detected.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (--distributed).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (--distributed).")
-flags.DEFINE_integer("process_id", None, "This process's index (--distributed).")
+distributed.define_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 # What the code raises on purpose for bad input; anything else is a bug and keeps its
@@ -70,9 +66,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.distributed:
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; else unused
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  distributed.initialize_from_flags()
   logging.info("JAX process %d/%d, devices %s", jax.process_index(), jax.process_count(),
                jax.devices())
   stats = compile_cache.Stats()

@@ -236,11 +236,25 @@ def _raise_if_not_finite(finite, index, where):
                      f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}")
 
 
-def uncertainties(pipe: Pipeline, batches) -> np.ndarray:
-  """The edge's uncertainty of every valid image of `batches` (for the fraction gate)."""
-  out = [np.asarray(pipe.steps.edge(pipe.edge_params, pipe.put(b["image"]))["uncertainty"])
-         [b["valid"]] for b in batches]
-  return np.concatenate(out)
+def uncertainties(pipe: Pipeline, batches, timer=timing.NULL) -> tuple:
+  """The edge's uncertainty of every valid image of `batches` (for the fraction gate)
+  -> (uncertainties, edge batches run). Each batch is dispatched before the one before it
+  is read, as in `evaluate`."""
+  out, behind, n = [], None, 0
+  batches = iter(batches)
+  while True:
+    with timer("input_wait"):
+      batch = next(batches, None)
+    if batch is not None:
+      ahead = (batch["valid"],
+               pipe.steps.edge(pipe.edge_params, pipe.put(batch["image"]))["uncertainty"])
+      n += 1
+    if behind is not None:
+      with timer("device_wait"):
+        out.append(np.asarray(behind[1])[behind[0]])
+    if batch is None:
+      return np.concatenate(out), n
+    behind = ahead
 
 
 # Keys of `evaluate`'s records that hold selection-map examples, not per-image decisions.

@@ -44,12 +44,17 @@
    * pipeline_efficiency: the sweep's edge and server forwards timed alone at the same
      shapes (jitted `apply` of the sweep's own models on random inputs, batches split
      over the local devices as the sweep splits them, best of --repeats after one
-     untimed call): edge forward of `batch_size` images x `edge_batches`, server forward
+     untimed call): edge forward of `batch_size` images x `edge_batches` (+ `gate_batches`,
+     the fraction gate's pass over every image to set its threshold), server forward
      (`logits_only=True`) of `server_batch_size` rows at each K x `server_calls[K]` and
      all patches x `server_calls["ceiling"]`; divided by the sweep's wall time without
      set-up and compilation: `wall_s - segments_s["setup"] - segments_s["compile"]`.
    The counts, batch sizes and wall time come from WORKDIR/timing.json, which the sweep
    writes.
+5. Several processes (`--distributed`, as for sage_jax.main; each its own WORKDIR on one
+   machine): each counts its own reads for its own block of chunks, and process 0's
+   bytes_read_ratio is every process's reads over every record's stored size (the parts
+   under "bytes"); its pipeline_efficiency times process 0's own share of the work.
 """
 import contextlib
 import io
@@ -66,7 +71,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from sage_jax import checkpoints, compile_cache, defaults, files, sweep, vit
+from sage_jax import checkpoints, compile_cache, data, defaults, distributed, files, sweep, vit
 
 GENERATOR_VERSION = 1  # bump when the synthetic images change (a new cache folder)
 DEFAULT_CACHE = "~/.cache/sage_jax/rehearsal"
@@ -274,6 +279,30 @@ def bytes_read(box: dict, dataset_cfg, images: int) -> dict:
   return dict(out, dataset_bytes_read=read, bytes_read_ratio=read / out["stored_bytes_evaluated"])
 
 
+def combine_reads(parts: list) -> dict:
+  """Each process's bytes_read -> the ratio over all: bytes read by every process / stored
+  bytes of every record evaluated (None if a process could not count)."""
+  read = [p.get("dataset_bytes_read") for p in parts]
+  stored = sum(p["stored_bytes_evaluated"] for p in parts)
+  ratio = None if None in read or not stored else sum(read) / stored
+  return dict(processes=parts, dataset_bytes_read=None if None in read else sum(read),
+              stored_bytes_evaluated=stored, bytes_read_ratio=ratio)
+
+
+def all_processes(own: dict) -> dict:
+  """bytes_read of this process -> itself (one process), or combined over all processes
+  (on every process, with this one's under "own")."""
+  if jax.process_count() == 1:
+    return own
+  from jax.experimental import multihost_utils
+  mine = np.asarray([np.nan if own.get("dataset_bytes_read") is None
+                     else own["dataset_bytes_read"], own["stored_bytes_evaluated"]], np.float64)
+  rows = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
+  parts = [dict(dataset_bytes_read=None if np.isnan(r) else float(r),
+                stored_bytes_evaluated=float(s)) for r, s in rows]
+  return dict(combine_reads(parts), own=own)
+
+
 def forward_seconds(models, plan, timing: dict, repeats: int = 2, seed: int = 0) -> dict:
   """Times the sweep's forwards alone at its shapes (see the module docstring).
 
@@ -312,7 +341,8 @@ def forward_seconds(models, plan, timing: dict, repeats: int = 2, seed: int = 0)
     logits, o = edge.apply({"params": p}, x)
     return logits, o["attn"], o["tokens"]
 
-  out["edge"] = entry(rows, timing["edge_batches"], edge_fn, edge_params, images(rows))
+  edge_calls = timing["edge_batches"] + timing.get("gate_batches", 0)  # the gate's pass too
+  out["edge"] = entry(rows, edge_calls, edge_fn, edge_params, images(rows))
   rows = int(timing["server_batch_size"])
   x = images(rows)
   ceiling_fn = jax.jit(lambda p, x: server.apply({"params": p}, x, logits_only=True)[0])
@@ -371,17 +401,27 @@ def run(config, workdir: str, cache_dir: str = DEFAULT_CACHE, synthetic_images: 
         overwrite: bool = False) -> dict:
   """The rehearsal (module docstring); returns what it writes to WORKDIR/rehearsal.json."""
   config = config.copy_and_resolve_references()
-  synthetic = None
-  if not config.dataset.data_dir:
-    if config.dataset.name != "imagenet2012":
-      raise ValueError(f"dataset.name {config.dataset.name!r}: the synthetic split is "
-                       "imagenet2012; give --config.dataset.data_dir for another dataset")
-    config.dataset.data_dir, synthetic = synthetic_imagenet(cache_dir, synthetic_images, seed,
-                                                            synthetic_shards)
-  for i, role in enumerate((config.edge, config.server)):
-    if not role.checkpoint:
-      role.checkpoint = random_checkpoint(cache_dir, role.variant, seed + i,
-                                          config.dataset.num_classes, config.dataset.image_size)
+  use_synthetic, synthetic = not config.dataset.data_dir, None
+  if use_synthetic and config.dataset.name != "imagenet2012":
+    raise ValueError(f"dataset.name {config.dataset.name!r}: the synthetic split is "
+                     "imagenet2012; give --config.dataset.data_dir for another dataset")
+
+  def prepare():  # builds the cached split and weights once, or finds them
+    nonlocal synthetic
+    if use_synthetic:
+      config.dataset.data_dir, synthetic = synthetic_imagenet(cache_dir, synthetic_images, seed,
+                                                              synthetic_shards)
+    for i, role in enumerate((config.edge, config.server)):
+      if not role.checkpoint:
+        role.checkpoint = random_checkpoint(cache_dir, role.variant, seed + i,
+                                            config.dataset.num_classes, config.dataset.image_size)
+
+  # Several processes (--distributed): process 0 builds, the others then find the cache.
+  if jax.process_index() == 0:
+    prepare()
+  distributed.barrier("sage_jax_rehearsal_cache")
+  if jax.process_index() != 0:
+    prepare()
   _clear(workdir, overwrite)
 
   # Imported before the measured window: the main thread reads ~60 MB of TensorFlow's
@@ -393,11 +433,19 @@ def run(config, workdir: str, cache_dir: str = DEFAULT_CACHE, synthetic_images: 
     sweep.run(config, workdir, progress=False, stats=compile_cache.Stats())  # compile apart
   if "plan" not in box:
     raise RuntimeError("sweep.run did not call sweep.evaluate: nothing was measured")
+  plan = box["plan"]
+  ranges = sweep.chunk_ranges(data.num_examples(plan.dataset, plan.num_images), plan.chunk_size)
+  own = sum(ranges[c][1] - ranges[c][0] for c in distributed.my_chunks(len(ranges)))
+  reads = all_processes(bytes_read(box, config.dataset, own))
+  if jax.process_index() != 0:  # process 0 writes timing.json, so it reports
+    mb = reads["own"].get("dataset_bytes_read")
+    print(f"process {jax.process_index()}: read {_num(mb and mb / 1e6, '.1f')} MB for its "
+          f"{own} images; process 0 writes rehearsal.json", flush=True)
+    return reads
   timing = read_timing(workdir)
   images = int(timing["images"])
   seg = timing["segments_s"]
   steady_s = timing["wall_s"] - seg.get("setup", 0.0) - seg.get("compile", 0.0)
-  reads = bytes_read(box, config.dataset, images)
   print("timing the forwards alone at the sweep's shapes ...", flush=True)
   forwards = forward_seconds(box["models"], box["plan"], timing, repeats, seed)
   result = dict(
@@ -452,6 +500,7 @@ def _define_flags():
   flags.DEFINE_integer("repeats", 2, "Timed calls per forward shape (the best counts).")
   flags.DEFINE_bool("overwrite", False, "Delete an earlier run's progress in WORKDIR first.")
   flags.DEFINE_bool("verbose", False, "Show tracebacks for input errors.")
+  distributed.define_flags()
   flags.mark_flags_as_required(["workdir"])
 
 
@@ -463,6 +512,7 @@ def main(argv):
     config = f.config
     if f.num_images is not None:
       config.num_images = f.num_images
+    distributed.initialize_from_flags()
     run(config, f.workdir, f.cache_dir, f.synthetic_images, f.synthetic_shards, f.seed,
         f.repeats, f.overwrite)
   except INPUT_ERRORS as e:

@@ -26,6 +26,11 @@ def _runs(chunks):
     yield [c for _, c in run]
 
 
+def chunk_ranges(n_images: int, size: int) -> list:
+  """[(start, stop)] of the chunks of `size` images (the last may be shorter)."""
+  return [(s, min(s + size, n_images)) for s in range(0, n_images, size)]
+
+
 def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
   """Runs the sweep -> (per-image records in dataset order, counts of the work done).
 
@@ -37,11 +42,17 @@ def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
   with timer("setup"):
     pipe = pipeline.build(plan, models)
   ds, bs, size = plan.dataset, pipe.plan.batch_size, plan.chunk_size
+  gate = {}  # the fraction gate's edge pass over every image, if it runs
+
+  def gate_uncertainties():
+    u, gate["gate_batches"] = pipeline.uncertainties(
+        pipe, data.eval_batches(ds, bs, 0, n_images), timer)
+    return u
+
   with timer("host"):
     n_images = data.num_examples(ds, plan.num_images)
-    threshold = offload.threshold(plan.gate, lambda: pipeline.uncertainties(
-        pipe, data.eval_batches(ds, bs, 0, n_images)))
-  ranges = [(s, min(s + size, n_images)) for s in range(0, n_images, size)]
+    threshold = offload.threshold(plan.gate, gate_uncertainties)
+  ranges = chunk_ranges(n_images, size)
   own, todo = {}, []
   for c in distributed.my_chunks(len(ranges)):
     with timer("write"):
@@ -68,7 +79,8 @@ def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
     parts = distributed.gather_chunks(own)
     records = {k: np.concatenate([parts[c][k] for c in range(len(ranges))]) for k in parts[0]}
   records["threshold"] = np.float64(threshold)
-  return records, dict(counts, batch_size=bs, server_batch_size=pipe.plan.server_batch_size)
+  return records, dict(counts, **gate, batch_size=bs,
+                       server_batch_size=pipe.plan.server_batch_size)
 
 
 def _add(a: dict, b: dict) -> dict:

@@ -94,7 +94,7 @@ def measure(plan, n_images: int, share: float, models=None) -> dict:
   batches = synthetic_batches(n_images, pipe.plan.batch_size, plan.dataset)
 
   t0 = time.perf_counter()
-  threshold = offload.calibrate_fraction(pipeline.uncertainties(pipe, batches), share)
+  threshold = offload.calibrate_fraction(pipeline.uncertainties(pipe, batches)[0], share)
   calibrate_seconds = time.perf_counter() - t0
 
   t0 = time.perf_counter()

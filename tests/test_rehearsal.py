@@ -135,7 +135,9 @@ def test_rehearsal_json(tiny):
   # The fraction gate reads the split once for its threshold and once to sweep it.
   assert 1.5 < r["bytes_read_ratio"] < 2.6, b
   f = saved["forwards"]
-  assert f["edge"]["calls"] == saved["timing"]["edge_batches"] and f["edge"]["rows"] == 8
+  # The edge ran over the 3 batches twice: the fraction gate's pass, then the sweep's.
+  assert saved["timing"]["edge_batches"] == saved["timing"]["gate_batches"] == 3
+  assert f["edge"]["calls"] == 6 and f["edge"]["rows"] == 8
   assert f["ceiling"]["calls"] >= 1 and f["ceiling"]["seconds_per_call"] > 0
   assert f["total_s"] == pytest.approx(sum(v["seconds"] for k, v in f.items() if k != "total_s"))
   seg = saved["timing"]["segments_s"]
@@ -184,3 +186,14 @@ def test_launch_script_help():
   out = subprocess.run(["bash", os.path.join(ROOT, "launch/rehearsal.sh"), "--help"],
                        capture_output=True, text=True, timeout=60)
   assert out.returncode == 0 and "Usage: bash launch/rehearsal.sh WORKDIR" in out.stdout
+
+
+def test_reads_combine_over_processes():
+  parts = [dict(dataset_bytes_read=150.0, stored_bytes_evaluated=100.0),
+           dict(dataset_bytes_read=60.0, stored_bytes_evaluated=50.0)]
+  out = rehearsal.combine_reads(parts)
+  assert out["bytes_read_ratio"] == pytest.approx(210 / 150) and out["processes"] == parts
+  parts[1]["dataset_bytes_read"] = None  # a process without /proc/self/io: no ratio at all
+  assert rehearsal.combine_reads(parts)["bytes_read_ratio"] is None
+  one = dict(dataset_bytes_read=5.0, stored_bytes_evaluated=4.0, bytes_read_ratio=1.25)
+  assert rehearsal.all_processes(one) is one  # a single process reports its own
