@@ -11,6 +11,9 @@
 #   --synthetic_images=N    images in the synthetic split (default 5000)
 #   --repeats=N             timed calls per forward shape (default 2)
 #   --overwrite             clear an earlier run's progress in WORKDIR first
+#   --distributed --coordinator_address=HOST:PORT --num_processes=P --process_id=I
+#                           one of P processes (each its own WORKDIR on one machine); process
+#                           0 reports bytes_read_ratio over every process's reads
 #   --config.FIELD=VALUE    any sweep config override, e.g. --config.budgets=16,32,64
 set -euo pipefail
 cd "$(dirname "$0")/.."

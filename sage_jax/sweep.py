@@ -42,15 +42,14 @@ def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
   with timer("setup"):
     pipe = pipeline.build(plan, models)
   ds, bs, size = plan.dataset, pipe.plan.batch_size, plan.chunk_size
-  gate = {}  # the fraction gate's edge pass over every image, if it runs
+  n_images, gate = data.num_examples(ds, plan.num_images), {}
 
-  def gate_uncertainties():
+  def gate_uncertainties():  # the fraction gate's own edge pass over every image
     u, gate["gate_batches"] = pipeline.uncertainties(
         pipe, data.eval_batches(ds, bs, 0, n_images), timer)
     return u
 
   with timer("host"):
-    n_images = data.num_examples(ds, plan.num_images)
     threshold = offload.threshold(plan.gate, gate_uncertainties)
   ranges = chunk_ranges(n_images, size)
   own, todo = {}, []
