@@ -399,7 +399,8 @@ def _clear(workdir: str, overwrite: bool) -> None:
 def run(config, workdir: str, cache_dir: str = DEFAULT_CACHE, synthetic_images: int = 5000,
         synthetic_shards: int = 0, seed: int = 0, repeats: int = 2,
         overwrite: bool = False) -> dict:
-  """The rehearsal (module docstring); returns what it writes to WORKDIR/rehearsal.json."""
+  """The rehearsal (module docstring); returns what it writes to WORKDIR/rehearsal.json
+  (processes other than 0, which write none, return their bytes read)."""
   config = config.copy_and_resolve_references()
   use_synthetic, synthetic = not config.dataset.data_dir, None
   if use_synthetic and config.dataset.name != "imagenet2012":
