@@ -25,6 +25,8 @@ from absl import logging
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from sage_jax import files
+
 DEFAULT = "~/.cache/sage_jax/jax_cache"
 OFF = ("", "off", "none")
 
@@ -127,10 +129,8 @@ def _read_or_export(fn, args, path):
                       "again", path, e)
   exported = jax.export.export(fn)(*args)
   try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), delete=False) as f:
-      f.write(exported.serialize())
-    os.replace(f.name, path)  # whole or absent, also with several processes writing
+    files.makedirs(os.path.dirname(path))
+    files.write(path, exported.serialize())  # whole or absent, also with several processes
     COUNTS["saved"] += 1
   except OSError as e:
     logging.warning("could not save traced step %s (%s); running without saving it", path, e)

@@ -1,15 +1,14 @@
 """Figures: which patches each rule sends (selection map), accuracy vs cost with intervals.
 
 Both render PNG bytes in memory with matplotlib's Agg backend and write them atomically
-(workdir.atomic_write: local files renamed into place, gs:// objects whole on close).
+(files.write: local files renamed into place, gs:// objects whole on close).
 """
 import io
 import math
 
 import numpy as np
 
-from sage_jax import channel
-from sage_jax.workdir import atomic_write
+from sage_jax import channel, files
 
 DPI = 100
 DIM = 0.25                   # unsent pixels are multiplied by this
@@ -29,7 +28,7 @@ def _save(fig, path):
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=fig.dpi)
   plt.close(fig)
-  atomic_write(path, buf.getvalue())
+  files.write(path, buf.getvalue())
 
 
 def sent_mask(shape_hw, keep_idx, keep_mask, patch_size):

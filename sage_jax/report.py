@@ -1,6 +1,6 @@
 """Results -> table on stdout; results.csv/.json, per_image.npz, plots and report.md.
 
-Every file is written atomically (workdir.atomic_write: locally to a temporary name,
+Every file is written atomically (files.write: locally to a temporary name,
 then renamed; on an object store such as gs:// to its final name, which appears whole
 when the upload closes), so a killed run never leaves a half-written result.
 """
@@ -10,9 +10,9 @@ import json
 import math
 import os
 
-from sage_jax import channel, figures, metrics
+from sage_jax import channel, figures, files, metrics
 from sage_jax.metrics import COLUMNS
-from sage_jax.workdir import atomic_write, npz_bytes
+from sage_jax.workdir import npz_bytes
 
 
 def _fmt(v):
@@ -339,12 +339,12 @@ def write_all(rows, workdir, records, plan, examples=None):
   """
   metrics.add_comparisons(rows, records, plan.labels, plan.budgets, plan.report.compare_to,
                           plan.report.n_boot)
-  atomic_write(os.path.join(workdir, "results.csv"), to_csv(rows))
-  atomic_write(os.path.join(workdir, "results.json"), to_json(rows))
-  atomic_write(os.path.join(workdir, "per_image.npz"), npz_bytes(records))
+  files.write(os.path.join(workdir, "results.csv"), to_csv(rows))
+  files.write(os.path.join(workdir, "results.json"), to_json(rows))
+  files.write(os.path.join(workdir, "per_image.npz"), npz_bytes(records))
   if rows[0]["n_offloaded"] == 0:  # no accuracy to plot or compare
     text = nothing_offloaded(rows[0], plan.gate, records["score"])
-    atomic_write(os.path.join(workdir, "report.md"),
+    files.write(os.path.join(workdir, "report.md"),
                  f"# sage_jax sweep report\n\n{text}\n".encode())
     return
   cfg = plan.report
@@ -378,4 +378,4 @@ def write_all(rows, workdir, records, plan, examples=None):
   md = report_md(rows, claims,
                  channel.channel_table(sorted(plan.budgets), plan.bits_per_unit, rates),
                  cfg.map_budget, cfg.channel, section)
-  atomic_write(os.path.join(workdir, "report.md"), md.encode())
+  files.write(os.path.join(workdir, "report.md"), md.encode())

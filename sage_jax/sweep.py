@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from sage_jax import data, distributed, metrics, offload, pipeline, report, timing, vit
+from sage_jax import data, distributed, files, metrics, offload, pipeline, report, timing, vit
 from sage_jax import plan as plan_lib
 from sage_jax import workdir as workdir_lib
 
@@ -126,8 +126,8 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
     seg = timer.seconds
     computing = wall - seg["setup"] - seg["compile"] - seg["write"]
     breakdown.update(server_flops=flops, server_flops_per_s=flops / max(computing, 1e-9))
-  workdir_lib.atomic_write(os.path.join(workdir, "timing.json"),
-                           (json.dumps(breakdown, indent=1) + "\n").encode())
+  files.write(os.path.join(workdir, "timing.json"),
+              (json.dumps(breakdown, indent=1) + "\n").encode())
   logging.info("sweep finished in %.1f s: %s; server %.1f GFLOP/s while computing", wall,
                timer.summary(), breakdown.get("server_flops_per_s", 0.0) / 1e9)
   print(report.format_table(rows))

@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sage_jax import checkpoints, data, vit
-from sage_jax import workdir as workdir_lib
+from sage_jax import checkpoints, data, files, vit
 
 
 def _augment(key, images, pad: int):
@@ -143,7 +142,7 @@ def train_and_save(config, workdir: str) -> dict:
     logging.info("epoch %d (%d steps): loss %.4f test_acc %.4f (%.0f s)", *history[-1].values())
     log = dict(meta, checkpoint=os.path.basename(ckpt_path), steps=done, total_steps=total,
                test_images=len(x_test), test_acc=acc, history=history)
-    workdir_lib.atomic_write(log_path, (json.dumps(log, indent=1) + "\n").encode())
+    files.write(log_path, (json.dumps(log, indent=1) + "\n").encode())
   meta.update(test_acc=history[-1]["test_acc"], test_images=len(x_test), steps=done,
               history=history)
   checkpoints.save(ckpt_path, params, meta)

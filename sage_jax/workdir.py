@@ -30,13 +30,6 @@ RESULTS_VERSION = 1
 PERF_ONLY = ("batch_size", "server_batch_size")
 
 
-def atomic_write(path: str, data: bytes) -> None:
-  """Readers see the old file or the new one, never a part (`files.write`): local files
-  are written to a temporary name and renamed; on object stores (gs://) the object
-  appears whole when its upload closes."""
-  files.write(path, data)
-
-
 def file_sha256(path: str) -> str:
   """sha256 of a file's bytes (local or gs://...), read in 8 MiB pieces."""
   h = hashlib.sha256()
@@ -136,7 +129,7 @@ def open_workdir(workdir: str, config_json: str, new_subdir: bool = False,
     record = {"hash": digest, "config": json.loads(text)}
     if inputs is not None:
       record["inputs"] = inputs
-    atomic_write(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    files.write(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
   return workdir
 
 
@@ -170,6 +163,6 @@ def npz_bytes(arrays: dict) -> bytes:
 
 
 def save_chunk(workdir, start, stop, records) -> None:
-  """Atomically (`atomic_write`): a chunk file is whole or absent."""
+  """Atomically (`files.write`): a chunk file is whole or absent."""
   files.makedirs(os.path.join(workdir, "progress"))
-  atomic_write(_chunk_path(workdir, start, stop), npz_bytes(records))
+  files.write(_chunk_path(workdir, start, stop), npz_bytes(records))

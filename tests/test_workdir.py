@@ -81,7 +81,7 @@ import sys
 from sage_jax import checkpoints, files, figures, pipeline, report, sweep, workdir
 d = {str(tmp_path)!r}
 files.makedirs(d + "/a")
-workdir.atomic_write(d + "/a/x.bin", b"1")
+files.write(d + "/a/x.bin", b"1")
 assert files.read_bytes(d + "/a/x.bin") == b"1" and files.listdir(d + "/a") == ["x.bin"]
 workdir.save_chunk(d, 0, 1, {{"x": [1]}})
 assert workdir.load_chunk(d, 0, 1)["x"].tolist() == [1]
