@@ -81,7 +81,6 @@ import torch
 
 from sage_jax import compile_cache, defaults, pipeline, selection, throughput, torch_reference, vit
 from sage_jax import plan as plan_lib
-from sage_jax.throughput import init_model  # noqa: F401 (the benchmark's random weights)
 from sage_jax.torch_reference import (THRESHOLD_RULES, TORCH_RULES, TorchViT, torch_edge,
                                       torch_select, torch_sweep)
 

@@ -7,8 +7,6 @@ once and no image is dropped or counted twice. A sweep reads each record once:
 one TFDS slice per run of consecutive chunks, cut into batches at chunk borders.
 Fashion-MNIST, the embedded default, is prepared on first use (`fmnist.prepare`).
 """
-import os
-
 import numpy as np
 
 def _builder(cfg):

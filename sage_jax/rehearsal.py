@@ -67,7 +67,7 @@ import tempfile
 import time
 import traceback
 
-from absl import app, flags, logging
+from absl import app, flags
 import jax
 import numpy as np
 

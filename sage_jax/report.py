@@ -345,7 +345,7 @@ def write_all(rows, workdir, records, plan, examples=None):
   if rows[0]["n_offloaded"] == 0:  # no accuracy to plot or compare
     text = nothing_offloaded(rows[0], plan.gate, records["score"])
     files.write(os.path.join(workdir, "report.md"),
-                 f"# sage_jax sweep report\n\n{text}\n".encode())
+                f"# sage_jax sweep report\n\n{text}\n".encode())
     return
   cfg = plan.report
   rates = dict(cfg.rates)
