@@ -1,62 +1,88 @@
-"""Compile once per machine, not once per run.
+"""Compile once per machine, and never run a stale program.
 
-A sweep's fixed cost is mostly compilation: tracing its steps (11 rules vmapped in each of
-8 budget steps), lowering them and XLA's compile. With the cache on (`enable`), JAX's
-persistent cache in `~/.cache/sage_jax/jax_cache` saves XLA's compile of everything, and
-`saved` goes further for the sweep's big steps: their traced and lowered form (`jax.export`)
-is written to `steps/` under the same folder, and a later run with the same code, plan,
-models, devices and argument shapes reads it instead of tracing the rules again. Neither
-changes a result (the same program is compiled; the main job's files are byte-identical cold,
-warm and off), and neither ever fails a run: a folder that cannot be created or written is
-skipped with a warning, and unreadable or corrupt entries give a warning and are traced or
-compiled again.
+A sweep's fixed cost is mostly compilation. With the cache on (`enable`), JAX's persistent
+compilation cache keeps every compiled step in `~/.cache/sage_jax/jax_cache`. JAX keys an
+entry on the program itself (its StableHLO, which holds every rule and score the step
+traced, wherever they are defined, and every JAX setting that changed the trace, such as
+`jax_threefry_partitionable` or the matmul precision), the compile options, the backend,
+the devices and the jax/jaxlib versions; so an entry cannot be served for another program.
+(Earlier versions also kept traced steps keyed by the source of `sage_jax/*.py`; that key
+could not see a rule registered elsewhere or a JAX setting, and served stale steps. It is
+gone: docs/choices.md.)
+
+sage_jax stores JAX's entries itself (`_Store`, JAX's cache interface), so that
+- each entry carries a sha256 of its bytes: one that fails to verify is removed with one
+  warning, compiled again and replaced (one that verifies but fails to load gets JAX's
+  warning and is replaced the same way), so results are those of a run without the cache;
+- any gfile folder works (`gs://...`), writes are atomic under temporary names unique
+  across hosts (`files.write`);
+- the folder stays bounded (`prune`, once per `enable`): entries not used for 30 days go,
+  then the least recently used beyond 2 GiB, and any temporary file older than an hour
+  (a killed write). On a local disk a read marks an entry used; on object stores an
+  entry's age is that of its write.
+A folder that cannot be created or written is skipped with a warning: the cache never
+fails a run.
 """
 import contextlib
-import functools
-import glob
 import hashlib
-import importlib.metadata
 import os
-import tempfile
+import shutil
 import time
 
 from absl import flags
 from absl import logging
 import jax
+from jax._src import compilation_cache as jax_cache  # the store JAX's cache writes through
+from jax._src import compilation_cache_interface
+from jax._src import path as jax_path
 from jax.experimental.compilation_cache import compilation_cache
 
 from sage_jax import files
 
 DEFAULT = "~/.cache/sage_jax/jax_cache"
 OFF = ("", "off", "none")
-
-_DIR = None                    # the folder `enable` turned on, or None
-COUNTS = dict(loaded=0, saved=0)  # traced steps `saved` read from / wrote to the cache
+MAX_BYTES = 2 << 30           # least recently used entries beyond this are removed
+MAX_AGE_SECONDS = 30 * 86400  # entries not used for this long are removed
+TMP_AGE_SECONDS = 3600        # temporary files older than this are left from killed writes
+_MAGIC = b"sage_jax compile cache entry v1\n"
+_SUFFIX = ".entry"
 
 # One flag for every entry point (main, benchmark) that imports this module.
-FLAG = flags.DEFINE_string("compile_cache", DEFAULT, "Folder of JAX's persistent compilation "
-                           "cache (a second run loads its compiled steps from there); 'off' "
-                           "turns it off. The benchmark's compile rows always bypass it.")
+FLAG = flags.DEFINE_string("compile_cache", DEFAULT, "Folder of the persistent compilation "
+                           "cache, local or any gfile path such as gs://... (a second run "
+                           "loads its compiled steps from there); 'off' turns it off. The "
+                           "benchmark's compile rows always bypass it.")
 
 
 def enable(path: str):
   """Turns the cache on in `path` -> the folder used, or None (off, or not usable)."""
   if path.strip().lower() in OFF:
     return None
-  path = os.path.abspath(os.path.expanduser(path))
+  path = files.expanduser(path)
+  if not files.is_remote(path):
+    path = os.path.abspath(path)
   try:
-    os.makedirs(path, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path):
-      pass
-  except OSError as e:
-    logging.warning("compilation cache folder %s is not usable (%s); running without the "
-                    "cache", path, e.strerror or e)
+    jax_path.Path(path)  # JAX names side caches under the folder with etils.epath
+  except Exception:  # pylint: disable=broad-except  (epath: KeyError for an unknown scheme)
+    logging.warning("compilation cache folder %s is not usable (JAX takes a local folder or "
+                    "gs://, s3://, az://); running without the cache", path)
     return None
-  global _DIR
-  _DIR = path
+  try:
+    files.makedirs(path)
+    probe = os.path.join(path, f".probe{_SUFFIX}")
+    files.write(probe, b"")
+    files.remove(probe)
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or gfile's errors)
+    logging.warning("compilation cache folder %s is not usable (%s); running without the "
+                    "cache", path, getattr(e, "strerror", None) or e)
+    return None
+  prune(path)
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  if files.is_remote(path):  # XLA's own GPU side caches write local files only
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+  jax_cache.get_file_cache = lambda folder: (_Store(folder), folder)
   compilation_cache.reset_cache()  # take the new folder even if something compiled before
   return path
 
@@ -74,67 +100,76 @@ def bypassed():
     compilation_cache.reset_cache()
 
 
-@functools.lru_cache(maxsize=None)
-def _code_digest() -> str:
-  """What a traced step depends on besides its context: sage_jax's source, JAX and Flax."""
-  h = hashlib.sha256()
-  for path in sorted(glob.glob(os.path.join(os.path.dirname(__file__), "*.py"))):
-    with open(path, "rb") as f:
-      h.update(f.read())
-  for package in ("jax", "jaxlib", "flax"):
-    h.update(importlib.metadata.version(package).encode())
-  return h.hexdigest()
+class _Store(compilation_cache_interface.CacheInterface):
+  """JAX's entries as `<key>.entry` files: a header, the sha256 of the value, the value."""
 
+  def __init__(self, folder: str):
+    self._path = folder  # (JAX logs it)
 
-def _signature(args) -> tuple:
-  """Tree structure, shapes, dtypes and shardings of the arguments (what the step was
-  traced for); hashable, so a call looks its step up without hashing anything to a file."""
-  leaves, tree = jax.tree.flatten(args)
-  return tree, tuple((getattr(x, "shape", ()), getattr(x, "dtype", type(x)),
-                      getattr(x, "sharding", None)) for x in leaves)
+  def _file(self, key: str) -> str:
+    return os.path.join(self._path, key + _SUFFIX)
 
-
-def saved(fn, name: str, context: str, static_argnums=()):
-  """Jitted `fn` -> the same function, traced once per machine (see the module docstring).
-  `context` names everything else the step depends on (the plan's settings, the models,
-  the devices). With the cache off, or inside `bypassed`, it is `fn` itself."""
-  memo = {}  # (static args, signature) -> the step, so the file's key is hashed once
-
-  def call(*args):
-    if _DIR is None or not jax.config.jax_enable_compilation_cache:
-      return fn(*args)
-    static = tuple(args[i] for i in static_argnums)
-    dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
-    sig = (static, _signature(dynamic))
-    if sig not in memo:
-      key = hashlib.sha256(repr((name, context, _code_digest(), sig)).encode()).hexdigest()
-      memo[sig] = _read_or_export(fn, args, os.path.join(_DIR, "steps", f"{name}-{key[:32]}"))
-    return memo[sig](*dynamic)
-
-  call.lower = fn.lower  # ahead-of-time use (the benchmark times compilation itself)
-  return call
-
-
-def _read_or_export(fn, args, path):
-  """The step as a jitted call of its exported (traced and lowered) form, read from `path`
-  or exported there; XLA's compile of it goes through JAX's persistent cache as usual."""
-  if os.path.exists(path):
+  def get(self, key: str):
+    path = self._file(key)
     try:
-      with open(path, "rb") as f:
-        exported = jax.export.deserialize(bytearray(f.read()))
-      COUNTS["loaded"] += 1
-      return jax.jit(exported.call)
-    except Exception as e:  # pylint: disable=broad-except  (any damage: trace again)
-      logging.warning("Error reading persistent compilation cache entry %s (%s); tracing "
-                      "again", path, e)
-  exported = jax.export.export(fn)(*args)
-  try:
-    files.makedirs(os.path.dirname(path))
-    files.write(path, exported.serialize())  # whole or absent, also with several processes
-    COUNTS["saved"] += 1
-  except OSError as e:
-    logging.warning("could not save traced step %s (%s); running without saving it", path, e)
-  return jax.jit(exported.call)
+      data = files.read_bytes(path)
+    except FileNotFoundError:
+      return None
+    value = data[len(_MAGIC) + 32:]
+    if data[:len(_MAGIC)] != _MAGIC or data[len(_MAGIC):len(_MAGIC) + 32] != _digest(value):
+      logging.warning("compilation cache entry %s is damaged (its checksum does not match); "
+                      "removing it, compiling again and replacing it", path)
+      with contextlib.suppress(Exception):
+        files.remove(path)
+      return None
+    if not files.is_remote(path):
+      with contextlib.suppress(OSError):
+        os.utime(path)  # used now (for `prune`)
+    return value
+
+  def put(self, key: str, value: bytes):
+    try:  # replaces an entry that verified but failed to load
+      files.write(self._file(key), _MAGIC + _digest(value) + value)
+    except Exception as e:  # pylint: disable=broad-except  (a full disk never fails a run)
+      logging.warning("could not write compilation cache entry %s (%s)", self._file(key), e)
+
+
+def _digest(value: bytes) -> bytes:
+  return hashlib.sha256(value).digest()
+
+
+def prune(folder: str, now=None) -> list:
+  """Removes what the cache no longer needs (see the module docstring) -> the names
+  removed. Several processes may prune one folder at once: a file another one removed
+  first is skipped."""
+  now = time.time() if now is None else now
+  removed, entries = [], []
+  for name in files.listdir(folder):
+    path = os.path.join(folder, name)
+    try:
+      if name == "steps" and not files.is_remote(folder) and os.path.isdir(path):
+        shutil.rmtree(path)  # traced steps of earlier versions (see the module docstring)
+        removed.append(name)
+        continue
+      used = files.mtime(path)
+      if ".tmp" in name:
+        if now - used > TMP_AGE_SECONDS:
+          files.remove(path)
+          removed.append(name)
+      elif name.endswith(_SUFFIX):
+        entries.append((used, name, files.size(path)))
+    except (OSError, FileNotFoundError):
+      continue
+  total = 0
+  for used, name, size in sorted(entries, reverse=True):  # most recently used first
+    total += size
+    if now - used > MAX_AGE_SECONDS or total > MAX_BYTES:
+      with contextlib.suppress(Exception):
+        files.remove(os.path.join(folder, name))
+        removed.append(name)
+  if removed:
+    logging.info("compilation cache: removed %d old entries from %s", len(removed), folder)
+  return removed
 
 
 class Stats:
@@ -170,6 +205,4 @@ class Stats:
   def summary(self) -> str:
     cache = (f"persistent cache {self.hits} hits, {self.misses} misses"
              if self.hits or self.misses else "persistent cache off")
-    if COUNTS["loaded"] or COUNTS["saved"]:
-      cache += f"; traced steps {COUNTS['loaded']} read, {COUNTS['saved']} saved"
     return f"compilation {self.seconds:.1f} s ({cache})"

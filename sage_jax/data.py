@@ -102,24 +102,38 @@ def eval_batches(cfg, batch_size: int, start: int, stop: int, chunk_size: int = 
     yield _pad(rows, batch_size)
 
 
+def split_size(cfg) -> int:
+  """Images in cfg.split (a split or one slice of it), from the TFDS builder info alone: no
+  record is read. An unknown split, a slice past the split's end and an empty or inverted
+  slice are refused with the split's name and size (TFDS counts test[5000:4000] as -1000)."""
+  info = _builder(cfg).info
+  sizes = ", ".join(f"{k} ({v.num_examples} images)" for k, v in info.splits.items())
+  try:
+    size = int(info.splits[cfg.split].num_examples)
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"dataset.split {cfg.split!r} is not allowed for dataset {cfg.name!r} "
+                     f"({' '.join(str(e).split())}); its splits: {sizes}") from None
+  if size <= 0:
+    raise ValueError(f"split {cfg.split!r} of dataset {cfg.name!r} is empty: it holds 0 images "
+                     f"(a slice needs start < stop, e.g. test[4000:5000]); its splits: {sizes}")
+  return size
+
+
 def num_examples(cfg, num_images: int = -1) -> int:
-  """Images to evaluate: the first `num_images` of the split, or all for -1."""
+  """Images to evaluate: the first `num_images` of the split, or all for -1. A split holding
+  fewer images than asked is refused, not quietly cut short."""
   if num_images == 0 or num_images < -1:
     raise ValueError(f"num_images {num_images} is not allowed; give a positive count or -1 (all)")
-  total = _builder(cfg).info.splits[cfg.split].num_examples
-  if total == 0:
-    raise ValueError(f"split {cfg.split!r} of dataset {cfg.name!r} is empty")
-  return total if num_images == -1 else min(num_images, total)
+  total = split_size(cfg)
+  if num_images > total:
+    raise ValueError(f"num_images {num_images} is not allowed: split {cfg.split!r} of dataset "
+                     f"{cfg.name!r} holds {total} images; give at most {total}, or -1 (all)")
+  return total if num_images == -1 else num_images
 
 
 def identity(cfg) -> dict:
   """What the dataset is, from its TFDS builder info: name, version, split and the split's
   size (part of a workdir's hash)."""
   info = _builder(cfg).info
-  try:
-    size = int(info.splits[cfg.split].num_examples)
-  except KeyError:
-    raise ValueError(f"split {cfg.split!r} is not a split of dataset {cfg.name!r}; allowed: "
-                     f"{', '.join(info.splits)}") from None
   return {"name": info.name, "version": str(info.version), "split": cfg.split,
-          "num_examples": size}
+          "num_examples": split_size(cfg)}

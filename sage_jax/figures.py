@@ -153,6 +153,12 @@ def accuracy_plot(rows, path, x="budget", rate="nb_iot"):
     if all("offloaded_acc_lo" in r and "offloaded_acc_hi" in r for r in rs):
       err = np.array([[acc[j] - 100 * r["offloaded_acc_lo"], 100 * r["offloaded_acc_hi"] - acc[j]]
                       for j, r in enumerate(rs)]).T
+      # A percentile bootstrap interval need not contain its point estimate (few resamples,
+      # e.g. n_boot=10, or a skewed statistic), and matplotlib refuses a negative bar length.
+      # The bar is clipped at the estimate: it shows the part of the interval beyond the
+      # point, none on the side the interval does not reach. results.csv/json keep the
+      # interval as computed. A NaN bound (no interval) draws no bar.
+      err = np.nan_to_num(np.clip(err, 0.0, None), nan=0.0)
     # Shift each rule a few points sideways so that overlapping error bars stay readable.
     step = min(2.0, 12.0 / max(1, len(methods) - 1))  # at most 12 points for all rules
     dodge = transforms.offset_copy(ax.transData, fig=fig, x=step * (i - (len(methods) - 1) / 2),
@@ -163,8 +169,11 @@ def accuracy_plot(rows, path, x="budget", rate="nb_iot"):
                 lw=1.3, elinewidth=0.8, label=method, transform=dodge, color=color)
     # Artists with an offset transform do not widen the axes limits themselves.
     ends = acc if err is None else np.concatenate([acc - err[0], acc + err[1]])
-    ax.update_datalim(np.column_stack([np.resize(xs, len(ends)), ends]))
-  if rows:
+    lim = np.column_stack([np.resize(np.asarray(xs, float), len(ends)), ends])
+    lim = lim[np.isfinite(lim).all(1)]  # a NaN cell (no accuracy) is left out of the limits
+    if len(lim):
+      ax.update_datalim(lim)
+  if rows and np.isfinite(rows[0]["ceiling_acc"]):  # NaN: no offloaded image, no line
     head = rows[0]
     ax.axhline(100 * head["ceiling_acc"], color="k", ls="--", lw=1,
                label="server ceiling (all patches)")

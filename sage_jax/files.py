@@ -6,7 +6,7 @@ local folder never imports it for its files (the accelerator benchmark's import 
 stays free of it).
 
 How a write stays atomic (`write`): a local file is written under a temporary name in
-the same folder, fsynced and renamed over the final name (`os.replace`), so a reader (or
+the same folder (random, so unique across processes and hosts), fsynced and renamed over the final name (`os.replace`), so a reader (or
 a resumed run after a kill) sees the old file or the new one, never a part. On an object
 store (`gs://`, `s3://`) an object becomes visible only whole, when the upload is closed,
 so the final name is written directly: a killed upload leaves no object (or the previous
@@ -15,6 +15,7 @@ appends when a file is opened again for writing, so an existing file is removed 
 there.
 """
 import os
+import uuid
 
 
 def is_remote(path) -> bool:
@@ -57,6 +58,11 @@ def size(path: str) -> int:
   return _gfile().stat(path).length if is_remote(path) else os.path.getsize(path)
 
 
+def mtime(path: str) -> float:
+  """The file's last modification, in seconds since the epoch."""
+  return _gfile().stat(path).mtime_nsec / 1e9 if is_remote(path) else os.path.getmtime(path)
+
+
 def remove(path: str) -> None:
   if is_remote(path):
     _gfile().remove(path)
@@ -90,7 +96,7 @@ def write(path: str, data: bytes) -> None:
     with gfile.GFile(path, "wb") as f:  # the object appears whole on close
       f.write(data)
     return
-  tmp = f"{path}.tmp{os.getpid()}"
+  tmp = f"{path}.tmp{uuid.uuid4().hex}"  # unique across processes and hosts sharing a folder
   with open(tmp, "wb") as f:
     f.write(data)
     f.flush()

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax import (checkpoints, compile_cache, data, importance, metrics, offload, selection,
+from sage_jax import (checkpoints, data, importance, metrics, offload, selection,
                       timing, vit)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -216,14 +216,6 @@ def build(plan, models: Models) -> Pipeline:
   split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   steps = make_steps(plan, models.edge, models.server, mesh)
-  # What the steps close over besides their arguments (num_images, the gate's threshold,
-  # the report's other settings do not enter them).
-  context = repr((plan.rules, plan.importances, plan.gate.measure, plan.seed, plan.coverage_grid,
-                  plan.report.map_budget, plan.num_patches, plan.compute_dtype, models.edge,
-                  models.server, mesh.devices.tolist()))
-  steps = Steps(compile_cache.saved(steps.edge, "edge", context),
-                compile_cache.saved(steps.ceiling, "ceiling", context),
-                compile_cache.saved(steps.budget, "budget", context, static_argnums=(3,)))
   return Pipeline(plan, steps, jax.device_put(models.edge_params, replicated),
                   jax.device_put(models.server_params, replicated),
                   lambda tree: jax.device_put(tree, split), mesh)

@@ -7,7 +7,10 @@ with a static budget K so it jits and vmaps; `select_batch` vmaps it over a
 batch. Rules with a variable count (threshold rules) return K slots plus a
 validity mask; `demand` is how many units the rule wanted before the hard
 budget capped it (demand > K means the cap bound). Ties break to the lowest
-patch index everywhere. A rule checks its own parameters (ValueError), so a
+patch index everywhere, under jit and eager alike, also those that hold only in exact
+arithmetic: cosines within a few float32 epsilons of 1 count as exactly 1 (`_same_is_one`;
+identical embeddings) and `dpp`'s kernel diagonal is exactly 1 (a unit row with itself),
+so tied patches compare exactly equal. A rule checks its own parameters (ValueError), so a
 sweep traces every rule once before any data is read.
 
 Adding a rule: one function plus one entry in RULES. Its keyword parameters and
@@ -120,6 +123,25 @@ def _l2_normalize(x):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+# Cosines this close to 1 are taken as exactly 1 (8 float32 epsilons, about 1e-6).
+SAME_DIRECTION_TOL = 8 * float(np.finfo(np.float32).eps)
+
+
+def _same_is_one(cos):
+  """Cosines of unit rows (a matrix product's result) with those within SAME_DIRECTION_TOL
+  of 1 set to exactly 1.
+
+  Why: embeddings that point the same way (identical rows; a row and its group's
+  normalised sum of identical members) have cosine exactly 1 in exact arithmetic, but the
+  computed product differs from 1 in the last bits, differently per row (a matrix
+  product's tail rows) and under jit and eager. With the exact 1, tied patches get
+  exactly equal scores, so argmax and top_k give the tie to the lowest index. Distinct
+  embeddings' cosines are never that close to 1 (real tokens are far apart), so no pick
+  that is not a tie in exact arithmetic changes.
+  """
+  return jnp.where(cos >= 1.0 - SAME_DIRECTION_TOL, 1.0, cos)
+
+
 def _greedy_maxmin(x, min_dist, count):
   """`count` more greedy max-min cosine picks on unit rows x: f32[P, D]; i32[count] positions.
 
@@ -129,7 +151,8 @@ def _greedy_maxmin(x, min_dist, count):
   def pick(i, carry):
     chosen, min_dist = carry
     j = jnp.argmax(min_dist)
-    return chosen.at[i].set(j), jnp.minimum(min_dist, 1.0 - x @ x[j]).at[j].set(-jnp.inf)
+    return chosen.at[i].set(j), jnp.minimum(min_dist, 1.0 - _same_is_one(x @ x[j])).at[j].set(
+        -jnp.inf)
 
   chosen = jnp.zeros(count, jnp.int32)
   if count == 0:
@@ -144,7 +167,7 @@ def farthest_point(embeddings, seed_pos, budget):
   """
   x = _l2_normalize(embeddings)
   # The seed carries -inf so it is never picked again.
-  min_dist = (1.0 - x @ x[seed_pos]).at[seed_pos].set(-jnp.inf)
+  min_dist = (1.0 - _same_is_one(x @ x[seed_pos])).at[seed_pos].set(-jnp.inf)
   rest = _greedy_maxmin(x, min_dist, budget - 1)
   return jnp.concatenate([jnp.reshape(seed_pos, (1,)).astype(jnp.int32), rest])
 
@@ -194,7 +217,7 @@ def swap(importance, embeddings, key, budget, swap_frac=0.25):
   if s == 0:
     return _fixed(kept, budget)
   x = _l2_normalize(jnp.asarray(embeddings))
-  min_dist = jnp.min(1.0 - x @ x[kept].T, axis=1).at[kept].set(-jnp.inf)
+  min_dist = jnp.min(1.0 - _same_is_one(x @ x[kept].T), axis=1).at[kept].set(-jnp.inf)
   return _fixed(jnp.concatenate([kept, _greedy_maxmin(x, min_dist, s)]), budget)
 
 
@@ -235,7 +258,7 @@ def bat(importance, embeddings, key, budget, attentive_frac=0.5, iters=10):
   centres = x[farthest_point(emb, jnp.argmax(imp), m)]  # f32[m, D]
 
   def members(centres):
-    return jnp.argmax(x @ centres.T, axis=1)[:, None] == jnp.arange(m)  # bool[P, m]
+    return jnp.argmax(_same_is_one(x @ centres.T), axis=1)[:, None] == jnp.arange(m)  # bool[P, m]
 
   def update(_, centres):
     member = members(centres)
@@ -287,7 +310,7 @@ def tome(importance, embeddings, key, budget):
     rank = jnp.cumsum(alive) - 1
     is_a, is_b = alive & (rank % 2 == 0), alive & (rank % 2 == 1)
     g = _l2_normalize(sums)
-    sim = jnp.where(is_b[None, :], g @ g.T, -jnp.inf)  # f32[N, N]: A rows x B columns
+    sim = jnp.where(is_b[None, :], _same_is_one(g @ g.T), -jnp.inf)  # f32[N, N]: A rows x B columns
     dst = jnp.argmax(sim, axis=1)
     src = _top(jnp.where(is_a, jnp.max(sim, axis=1), -jnp.inf), r)
     sums = sums.at[dst[src]].add(sums[src])
@@ -331,7 +354,7 @@ def mmr(importance, embeddings, key, budget, relevance_weight=0.5):
   importance = jnp.asarray(importance)
   r = importance / jnp.maximum(importance.max(), 1e-12)
   x = _l2_normalize(jnp.asarray(embeddings))
-  sim = x @ x.T
+  sim = _same_is_one(x @ x.T)
   seed = jnp.argmax(importance)
 
   def pick(i, carry):
@@ -373,7 +396,7 @@ def sage_adaptive(importance, embeddings, key, budget, pool_ratio=2.0, perplexit
   in_pool = jnp.zeros(n, bool).at[_top(importance, n)].set(jnp.arange(n) < size)
   x = _l2_normalize(jnp.asarray(embeddings))
   seed = jnp.argmax(importance)
-  min_dist = jnp.where(in_pool, 1.0 - x @ x[seed], -jnp.inf).at[seed].set(-jnp.inf)
+  min_dist = jnp.where(in_pool, 1.0 - _same_is_one(x @ x[seed]), -jnp.inf).at[seed].set(-jnp.inf)
   rest = _greedy_maxmin(x, min_dist, budget - 1)
   return _fixed(jnp.concatenate([seed[None].astype(jnp.int32), rest]), budget)
 
@@ -398,7 +421,10 @@ def dpp(importance, embeddings, key, budget, quality_exponent=1.0, ridge=1e-3):
   importance = jnp.asarray(importance)
   q = (importance / jnp.maximum(importance.max(), 1e-12)) ** quality_exponent
   x = _l2_normalize(jnp.asarray(embeddings))
-  kernel = q[:, None] * (x @ x.T + ridge * jnp.eye(n)) * q[None, :]
+  # The diagonal x_i . x_i is exactly 1 (0 for a zero embedding), not the computed product:
+  # with equal importance the first pick is then an exact tie, given to the lowest index.
+  gram = jnp.where(jnp.eye(n, dtype=bool), jnp.any(x != 0, axis=1)[:, None], _same_is_one(x @ x.T))
+  kernel = q[:, None] * (gram + ridge * jnp.eye(n)) * q[None, :]
 
   def pick(k, carry):
     chosen, cis, d2, taken = carry

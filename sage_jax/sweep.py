@@ -8,6 +8,7 @@ one), and process 0 writes the results, the plots, report.md and timing.json.
 import itertools
 import json
 import os
+import signal
 import time
 
 from absl import logging
@@ -58,7 +59,7 @@ def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
       own[c] = workdir_lib.load_chunk(workdir, *ranges[c]) if workdir else None
     if own[c] is None:
       todo.append(c)
-  counts = {}
+  counts, saved = {}, 0
   with tqdm(total=sum(ranges[c][1] - ranges[c][0] for c in todo), disable=not progress,
             desc="sweep", unit="img") as bar:
     for run in _runs(todo):
@@ -71,6 +72,8 @@ def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
         if workdir:
           with timer("write"):
             workdir_lib.save_chunk(workdir, start, stop, own[c])
+          saved += 1
+          _test_hook_stop(saved)
   if counts:
     logging.info("server ran on %d of %d (rule, budget, image) rows; the rest repeat evidence "
                  "it had already seen", counts["server_rows_run"], counts["server_rows_all"])
@@ -80,6 +83,15 @@ def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
   records["threshold"] = np.float64(threshold)
   return records, dict(counts, **gate, batch_size=bs,
                        server_batch_size=pipe.plan.server_batch_size)
+
+
+def _test_hook_stop(saved: int):
+  """Test hook (tests/test_resume.py): with SAGE_JAX_TEST_STOP="N:SIGNAL" (e.g. "2:SIGKILL")
+  the process sends itself SIGNAL once this run has saved N chunks, so a test kills a sweep
+  at a known point instead of racing it."""
+  n, _, sig = os.environ.get("SAGE_JAX_TEST_STOP", "").partition(":")
+  if n and saved == int(n):
+    os.kill(os.getpid(), getattr(signal, sig))
 
 
 def _add(a: dict, b: dict) -> dict:
@@ -103,6 +115,9 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
   with timer("host"):
     with timer("setup"):
       plan = plan_lib.make(config)
+      # The split's size from its metadata: an empty slice or one smaller than num_images
+      # is refused here, before any checkpoint is read or model loaded.
+      data.num_examples(plan.dataset, plan.num_images)
       workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir,
                                          workdir_lib.run_inputs(plan))
       models = pipeline.load_models(plan)

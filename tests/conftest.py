@@ -1,10 +1,22 @@
 import os
 import sys
 
+from hypothesis import settings
 import pytest
 
 # Tests import the package from the checkout even without `pip install -e .`.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Hypothesis profiles. "ci", the default, is derandomized: the same examples every run, so
+# a property test cannot fail by chance on good code. "random" draws new examples, 500 per
+# test (HYPOTHESIS_MAX_EXAMPLES sets another count), for a developer hunting for bugs:
+#   HYPOTHESIS_PROFILE=random pytest tests/test_properties.py
+#   pytest tests/test_properties.py --hypothesis-profile=random   (hypothesis's own option)
+settings.register_profile("ci", derandomize=True, max_examples=8, deadline=None,
+                          print_blob=True, database=None)
+settings.register_profile("random", derandomize=False, deadline=None, print_blob=True,
+                          max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "500")))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -198,6 +198,13 @@ def run(name, imp, emb, k, **kw):
                                                   budget=k, **kw))
 
 
+def select_twice(name, imp, emb, other_imp, other_emb, k):
+  """The rule vmapped over [example, other, example] -> keep_idx i32[3, K]."""
+  imps = jnp.asarray(np.stack([imp, other_imp, imp]))
+  embs = jnp.asarray(np.stack([emb, other_emb, emb]))
+  return np.asarray(selection.select_batch(name, imps, embs, jnp.zeros(3, jnp.int32), k).keep_idx)
+
+
 def _jit_rule(fn):
   return jax.jit(fn, static_argnums=3)
 
@@ -250,6 +257,13 @@ def test_mmr_known_answer():
   # Step 2 scores: 0.5 r - 0.5 max cos = [-, 0.45-0.5, 0.1-0, 0.05+0.5] -> patch 3 (-1, 0).
   np.testing.assert_array_equal(run("mmr", imp, emb, 3)[0], [0, 3, 2])
   np.testing.assert_array_equal(run("mmr", imp, emb, 3, relevance_weight=1.0)[0], [0, 1, 2])
+  # Relevance is importance / max, not / sum: patch 1 (importance 0.9, cosine 0.6 with the
+  # seed) against patch 2 (importance 0.1, orthogonal to it). Step 2 scores:
+  # / max: 0.5 * 0.9 - 0.5 * 0.6 = 0.15 > 0.5 * 0.1 = 0.05 -> patch 1;
+  # / sum (= 2): 0.5 * 0.45 - 0.5 * 0.6 = -0.075 < 0.5 * 0.05 = 0.025 -> patch 2.
+  imp = np.array([1.0, 0.9, 0.1], np.float32)
+  emb = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+  np.testing.assert_array_equal(run("mmr", imp, emb, 2)[0], [0, 1])
 
 
 def test_sage_adaptive_limits():
@@ -329,7 +343,12 @@ def test_distinct_valid_deterministic_indices(name, n, k, kind):
   idx, mask, demand = run(name, imp, emb, k)
   assert idx.shape == (k,) and idx.dtype == np.int32 and len(set(idx.tolist())) == k
   assert ((idx >= 0) & (idx < n)).all() and mask.all() and int(demand) == k
-  np.testing.assert_array_equal(run(name, imp, emb, k)[0], idx)
+  # Deterministic: another compiled program (vmapped, the example twice beside another one)
+  # gives the same picks in both places.
+  other_imp, other_emb = make_inputs(n, 8, n + k + 1)
+  batch = select_twice(name, imp, emb, other_imp, other_emb, k)
+  np.testing.assert_array_equal(batch[0], idx)
+  np.testing.assert_array_equal(batch[2], idx)
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -473,7 +492,13 @@ def test_score_properties_and_rules_on_them(name, kind):
   got = np.asarray(fn(to_jnp(out)))
   assert got.shape == (n,) and np.isfinite(got).all() and (got >= 0).all()
   np.testing.assert_allclose(got.sum(), 1.0, atol=1e-5)
-  np.testing.assert_array_equal(np.asarray(fn(to_jnp(out))), got)
+  # Deterministic: another compiled program (vmapped, the example twice beside another one)
+  # gives the same score in both places, and the jitted one's up to rounding.
+  three = [to_jnp(o) for o in (out, make_out(n, 2, 3, seed=8), out)]
+  twice = jax.tree.map(lambda *x: jnp.stack(x), *three)
+  batch = np.asarray(jax.jit(jax.vmap(importance.IMPORTANCES[name]))(twice))
+  np.testing.assert_array_equal(batch[0], batch[2])
+  np.testing.assert_allclose(batch[0], got, rtol=1e-5, atol=1e-7)
   for rule in RULES:
     idx = run(rule, got, out["tokens"], 6)[0]
     assert len(set(idx.tolist())) == 6 and ((idx >= 0) & (idx < n)).all()

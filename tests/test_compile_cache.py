@@ -1,45 +1,182 @@
-"""The persistent compilation cache: same files cold, warm and off; never fails a run."""
+"""The persistent compilation cache never changes a result: a user's rule edited between two
+runs, another config with the same shapes, a changed JAX setting and damaged entries all
+give the files of a run without the cache; an unusable folder never fails a run."""
+import io
 import os
+import re
 import subprocess
 import sys
+import textwrap
+import uuid
+
+from etils.epath import gpath, register
+import jax
+import numpy as np
+
+from sage_jax import compile_cache, defaults, files, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=30",
-        "--config.rules=topk,sage", "--config.budgets=4", "--config.report.n_boot=10"]
 FILES = ("results.csv", "results.json", "per_image.npz", "report.md")
+# A rule registered from a config file, as the README shows; ORDER is what the user edits.
+USER_CONFIG = textwrap.dedent("""\
+    import jax
+    import jax.numpy as jnp
+    from sage_jax import defaults, selection
+
+    ORDER = {order}  # +1: after the `skip` most attended; -1: from the least attended
+
+    def skip_top(importance, embeddings, key, budget, skip=1):
+      del embeddings, key
+      order = jax.lax.top_k(ORDER * importance, importance.shape[0])[1]
+      return selection.Selection(order[skip:skip + budget].astype(jnp.int32),
+                                 jnp.ones(budget, bool), jnp.int32(budget))
+
+    selection.RULES["skip_top"] = selection.Rule(skip_top, primary="skip")
+
+    def get_config(arg=None):
+      del arg
+      return defaults.sweep_config()
+    """)
 
 
-def _run(workdir, cache):
-  proc = subprocess.run([sys.executable, *ARGS, f"--workdir={workdir}", f"--compile_cache={cache}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+def _run(tmp_path, cache, rules, order=1):
+  """One sweep in its own process (as a user runs it) -> (log, {file: bytes})."""
+  config = tmp_path / f"user_{uuid.uuid4().hex}.py"
+  config.write_text(USER_CONFIG.format(order=order))
+  workdir = tmp_path / f"w_{uuid.uuid4().hex}"
+  proc = subprocess.run(
+      [sys.executable, "-m", "sage_jax.main", f"--config={config}", f"--workdir={workdir}",
+       "--config.num_images=60", f"--config.rules={rules}", "--config.budgets=4",
+       "--config.report.n_boot=10", f"--compile_cache={cache}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc.stderr, {f: open(os.path.join(workdir, f), "rb").read() for f in FILES}
+  return proc.stderr, {f: (workdir / f).read_bytes() for f in FILES}
 
 
-def test_cold_warm_and_off_give_the_same_files(tmp_path):
+def _preds(out):
+  with np.load(io.BytesIO(out["per_image.npz"])) as z:
+    return z["server_pred"]
+
+
+def test_an_edited_user_rule_is_compiled_again(tmp_path):
   cache = tmp_path / "cache"
-  log, cold = _run(tmp_path / "cold", cache)
-  assert "compilation cache: " + str(cache) in log and "0 hits" in log, log[-2000:]
-  assert "traced steps 0 read, 3 saved" in log, log[-2000:]  # edge, ceiling, one budget
-  assert any(cache.iterdir())
-  log, warm = _run(tmp_path / "warm", cache)
-  assert " 0 misses" in log and " 0 hits" not in log, log[-2000:]  # every step was loaded
-  assert "traced steps 3 read, 0 saved" in log, log[-2000:]            # and none traced
-  _, off = _run(tmp_path / "off", "off")
-  assert cold == warm == off
+  rules = "topk,sage,skip_top@1"
+  _, before = _run(tmp_path, cache, rules, order=1)
+  log, edited = _run(tmp_path, cache, rules, order=-1)  # same config, the rule edited
+  _, off = _run(tmp_path, "off", rules, order=-1)
+  assert edited == off, log[-2000:]
+  assert (_preds(before)[:, 2] != _preds(edited)[:, 2]).any()  # the edit changes answers
+
+
+def test_two_configs_and_damaged_entries_in_one_folder(tmp_path):
+  cache = tmp_path / "cache"
+  _run(tmp_path, cache, "topk,sage,skip_top@1")
+  # Same shapes (3 rules, one budget), other rules, another score, another parameter.
+  other = "topk:cls_all,diversity,skip_top@3"
+  log, warm = _run(tmp_path, cache, other)
+  _, off = _run(tmp_path, "off", other)
+  assert warm == off, log[-2000:]
+  entries = [p for p in cache.iterdir() if p.name.endswith(".entry")]
+  assert entries
+  for p in entries:  # one changed byte at several places of every entry
+    data = bytearray(p.read_bytes())
+    for at in (5, 40, len(data) // 3, len(data) // 2, len(data) - 3):
+      data[at] ^= 0x10
+    p.write_bytes(bytes(data))
+  log, damaged = _run(tmp_path, cache, other)
+  assert damaged == off
+  hits, misses = map(int, re.search(r"persistent cache (\d+) hits, (\d+) misses", log).groups())
+  assert hits == 0 and log.count("is damaged") == misses > 0, log[-3000:]  # every read warned
+  log, clean = _run(tmp_path, cache, other)  # the entries were replaced
+  assert clean == off
+  assert "is damaged" not in log and " 0 misses" in log, log[-3000:]
+
+
+def _config(**overrides):
+  c = defaults.sweep_config()
+  c.edge.checkpoint = os.path.join(ROOT, c.edge.checkpoint)
+  c.server.checkpoint = os.path.join(ROOT, c.server.checkpoint)
+  c.update(num_images=60, budgets="4", **overrides)
+  c.report.n_boot = 10
+  return c
+
+
+def test_a_changed_jax_setting_is_compiled_again(tmp_path):
+  """The session's cache (tests/conftest.py) holds the steps traced with the default
+  jax_threefry_partitionable; flipped, the cached run must equal the uncached one."""
+  c = _config(rules="random,topk")
+  sweep.run(c, str(tmp_path / "default"), progress=False)
+  was = jax.config.jax_threefry_partitionable
+  jax.config.update("jax_threefry_partitionable", not was)
+  try:
+    sweep.run(c, str(tmp_path / "cached"), progress=False)
+    with compile_cache.bypassed():
+      sweep.run(c, str(tmp_path / "off"), progress=False)
+  finally:
+    jax.config.update("jax_threefry_partitionable", was)
+  read = lambda name, f: (tmp_path / name / f).read_bytes()
+  for f in FILES:
+    assert read("cached", f) == read("off", f), f
+  with np.load(tmp_path / "default" / "per_image.npz") as a, np.load(
+      tmp_path / "cached" / "per_image.npz") as b:
+    assert (a["server_pred"][:, 0] != b["server_pred"][:, 0]).any()  # random's keys changed
+
+
+def test_a_gfile_folder_holds_the_cache(monkeypatch):
+  """ram:// stands in for gs://: entries are written there, not to a local ./ram:/...
+  JAX names its cache folder with etils.epath, which knows gs:// but not ram://; the test
+  registers ram:// the way epath registers gs://."""
+  monkeypatch.setitem(register._URI_PREFIXES_TO_CLS, "ram://", gpath.PosixGPath)
+  was = jax.config.jax_compilation_cache_dir
+  xla_caches = jax.config.jax_persistent_cache_enable_xla_caches
+  folder = f"ram://cache-{uuid.uuid4().hex}"
+  hits = []
+  jax.monitoring.register_event_listener(
+      lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
+  try:
+    assert compile_cache.enable(folder) == folder
+    f = lambda x: x * 3.0 + 1.0
+    np.testing.assert_array_equal(jax.jit(f)(np.arange(3.0)), [1, 4, 7])
+    assert any(n.endswith(".entry") for n in files.listdir(folder))
+    assert not os.path.exists("ram:")
+    jax.clear_caches()
+    np.testing.assert_array_equal(jax.jit(f)(np.arange(3.0)), [1, 4, 7])
+    assert hits
+  finally:
+    jax.config.update("jax_persistent_cache_enable_xla_caches", xla_caches)
+    if was:
+      compile_cache.enable(was)  # the session's cache (tests/conftest.py)
+
+
+def test_prune_removes_old_unused_and_leftover_files(tmp_path, monkeypatch):
+  monkeypatch.setattr(compile_cache, "MAX_BYTES", 250)
+  now, day = 1_000_000_000.0, 86400
+  made = {  # name: (bytes, days since last use)
+      "new.entry": (100, 0), "mid.entry": (100, 1), "older.entry": (100, 2),
+      "stale.entry": (10, 31), "x.entry.tmpab12": (5, 0.5 / 24), "y.entry.tmpcd34": (5, 2 / 24),
+      "other.txt": (1000, 100)}
+  for name, (size, age) in made.items():
+    (tmp_path / name).write_bytes(b"x" * size)
+    os.utime(tmp_path / name, (now - age * day, now - age * day))
+  (tmp_path / "steps").mkdir()
+  (tmp_path / "steps" / "budget-abc").write_bytes(b"old traced step")
+  removed = compile_cache.prune(str(tmp_path), now=now)
+  # 100 + 100 fit in 250 bytes, the third most recent does not; 31 days is too old; a
+  # temporary file of 2 hours is left from a killed write, one of 30 minutes may be live.
+  assert sorted(removed) == ["older.entry", "stale.entry", "steps", "y.entry.tmpcd34"]
+  assert sorted(os.listdir(tmp_path)) == ["mid.entry", "new.entry", "other.txt",
+                                          "x.entry.tmpab12"]
+
+
+def test_a_folder_jax_cannot_name_is_refused_not_made_local():
+  assert compile_cache.enable("hdfs://host/cache") is None
+  assert not os.path.exists("hdfs:")
 
 
 def test_unusable_cache_folders_never_fail_a_run(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")  # a file where the cache folder's parent should be
-  log, files = _run(tmp_path / "a", blocker / "cache")
+  log, _ = _run(tmp_path, blocker / "cache", "topk,sage,skip_top@1")
   assert f"compilation cache folder {blocker / 'cache'} is not usable" in log
   assert "compilation cache: off" in log
-  cache = tmp_path / "cache"
-  _run(tmp_path / "b", cache)
-  for entry in cache.rglob("*"):  # every entry corrupt
-    if entry.is_file():
-      entry.write_bytes(b"\x00garbage" * 8)
-  log, again = _run(tmp_path / "c", cache)
-  assert "Error reading persistent compilation cache entry" in log, log[-2000:]
-  assert again == files
+

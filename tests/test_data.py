@@ -1,4 +1,7 @@
+import re
+
 import numpy as np
+import pytest
 
 from configs import fmnist_sweep
 from sage_jax import data
@@ -49,3 +52,28 @@ def test_a_sliced_split_keeps_its_own_positions():
   (b,) = data.eval_batches(cfg, batch_size=3, start=10, stop=13)
   assert b["index"].tolist() == [10, 11, 12]  # positions in test[5000:]
   np.testing.assert_allclose(b["image"], data.normalize(raw[5010:5013], cfg))
+
+
+@pytest.mark.parametrize("split,size", [("test", 10000), ("test[5000:]", 5000),
+                                        ("test[-10:]", 10), ("test[:50%]", 5000),
+                                        ("test[4000:5000]", 1000), ("train+test", 70000)])
+def test_split_size_from_metadata(split, size):
+  cfg = fmnist_sweep.get_config().dataset
+  cfg.split = split
+  assert data.split_size(cfg) == size  # Fashion-MNIST: 60,000 train, 10,000 test images
+  assert data.num_examples(cfg) == size and data.num_examples(cfg, size) == size
+  assert data.identity(cfg)["num_examples"] == size
+  with pytest.raises(ValueError, match=rf"num_images {size + 1} is not allowed: split "
+                                       rf"'{re.escape(split)}' of dataset 'fashion_mnist' "
+                                       rf"holds {size} images"):
+    data.num_examples(cfg, size + 1)
+
+
+@pytest.mark.parametrize("split", ["test[:0]", "test[5000:4000]", "test[50%:40%]", "test[-3:-5]"])
+def test_empty_or_inverted_slice_is_refused(split):
+  cfg = fmnist_sweep.get_config().dataset
+  cfg.split = split
+  for call in (data.split_size, data.num_examples, data.identity):
+    with pytest.raises(ValueError, match=rf"^split '{re.escape(split)}' of dataset "
+                                         r"'fashion_mnist' is empty: it holds 0 images"):
+      call(cfg)

@@ -54,6 +54,24 @@ CASES = {
     "unknown_channel": (["--config.report.channel=carrier_pigeon"],
                         "report.channel 'carrier_pigeon' is not allowed; allowed: lora_sf7"),
     "empty_split": (["--config.dataset.split=test[:0]"], "split 'test[:0]' of dataset 'fashion_mnist' is empty"),
+    # An inverted slice (TFDS counts it as -1000 images) and a split smaller than num_images
+    # (50 in BASE) are refused from the split's metadata, before the checkpoint is even
+    # looked at: the missing one is not what the line names.
+    "inverted_split": (["--config.dataset.split=test[5000:4000]",
+                        "--config.edge.checkpoint=/nonexistent/edge.msgpack"],
+                       "split 'test[5000:4000]' of dataset 'fashion_mnist' is empty: it holds 0 "
+                       "images (a slice needs start < stop, e.g. test[4000:5000]); its splits: "
+                       "train (60000 images), test (10000 images)"),
+    "split_smaller_than_num_images": (["--config.dataset.split=test[9980:]",
+                                       "--config.edge.checkpoint=/nonexistent/edge.msgpack"],
+                                      "num_images 50 is not allowed: split 'test[9980:]' of "
+                                      "dataset 'fashion_mnist' holds 20 images; give at most "
+                                      "20, or -1 (all)"),
+    "slice_past_the_end": (["--config.dataset.split=test[20000:]"],
+                           "dataset.split 'test[20000:]' is not allowed for dataset "
+                           "'fashion_mnist' (Requested slice [20000:10000] incompatible with "
+                           "10000 examples.); its splits: train (60000 images), test (10000 "
+                           "images)"),
     "nan_inputs": (["--config.dataset.std=(0.0,)"],
                    "NaN/Inf in the input or the edge output for image index 0"),
 }

@@ -57,7 +57,7 @@ def test_selection_map_pixels(tmp_path, channels):
                              0.25 * np.broadcast_to(images[0, 5, 1], (3,)), atol=TOL)
 
 
-def test_selection_map_outline(tmp_path):
+def test_selection_map_outline_and_titles(tmp_path):
   img = np.full((1, 8, 8, 1), 0.8, np.float32)
   path = str(tmp_path / "map.png")
   boxes = figures.selection_map(img, np.array([[[0]]]), None, ["topk"], 4, path)
@@ -65,9 +65,19 @@ def test_selection_map_outline(tmp_path):
   s = 14  # 8 px scaled to at least MIN_PANEL_PX = 112
   assert png.shape == (22 + 8 * s + 6, 8 + 2 * (8 * s + 6) + 2, 3)
   y, x, ph, pw = boxes[(0, 1)]
-  np.testing.assert_allclose(png[y, x], figures.OUTLINE, atol=TOL)  # outline corner
+  np.testing.assert_allclose(png[y, x], (1.0, 0.55, 0.0), atol=TOL)  # orange outline corner
   np.testing.assert_allclose(png[y + 2 * s, x + 2 * s], 0.8, atol=TOL)  # sent interior
-  np.testing.assert_allclose(png[y + 6 * s, x + 6 * s], 0.8 * figures.DIM, atol=TOL)  # unsent
+  np.testing.assert_allclose(png[y + 6 * s, x + 6 * s], 0.2, atol=TOL)  # unsent: 0.8 / 4
+  # Column titles ("input", "topk") in the 22-px strip above each panel, nothing in the
+  # left margin (no row labels) or between the columns.
+  for c in range(2):
+    y, x, ph, pw = boxes[(0, c)]
+    assert y == 22 and (png[:y, x:x + pw] < 0.5).any(), c
+  assert (png[:, :boxes[(0, 0)][1]] == 1.0).all()
+  assert (png[:22, boxes[(0, 0)][1] + pw:boxes[(0, 1)][1]] == 1.0).all()
+  # A "rule:score" title takes two lines: 18 px more on top.
+  boxes = figures.selection_map(img, np.array([[[0]]]), None, ["topk:cls_all"], 4, path)
+  assert boxes[(0, 1)][0] == 22 + 18 and read(path).shape[0] == 22 + 18 + 8 * s + 6
 
 
 def test_selection_map_shape_error(tmp_path):

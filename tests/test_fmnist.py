@@ -5,7 +5,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -32,16 +31,21 @@ def _cfg(tmp_path, manual_dir):
 
 
 def test_no_files_and_no_network_give_one_clear_error(tmp_path, monkeypatch):
+  attempts = []
+
   def refuse(*args, **kwargs):
+    attempts.append(args)
     raise OSError("network disabled by the test")
   monkeypatch.setattr(socket, "create_connection", refuse)
   monkeypatch.setattr(socket, "getaddrinfo", refuse)
+  for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    monkeypatch.delenv(k, raising=False)  # with a proxy TFDS would go through it unprobed
   (tmp_path / "empty").mkdir()
-  t0 = time.time()
   with pytest.raises(FileNotFoundError) as err:
     data.num_examples(_cfg(tmp_path, tmp_path / "empty"))
   msg = str(err.value)
-  assert time.time() - t0 < 30 and "\n" not in msg
+  # It gives up after one refused connection (the probe), not after download retries.
+  assert len(attempts) == 1 and "\n" not in msg, attempts
   for part in ("Fashion-MNIST is not prepared under data_dir=", "missing: train-images-idx3-ubyte.gz",
                "TFDS could not download it (OSError: network disabled by the test)",
                "apt-get install -y dataset-fashion-mnist", "with network access",
@@ -55,18 +59,16 @@ def test_main_without_data_or_network_exits_2_with_one_line(tmp_path):
   (site / "sitecustomize.py").write_text(NO_NETWORK)
   empty = tmp_path / "empty"
   empty.mkdir()
-  t0 = time.time()
   proc = subprocess.run(
       [sys.executable, "-m", "sage_jax.main", "--config=configs/fmnist_sweep.py",
        f"--workdir={tmp_path / 'w'}", f"--config.dataset.manual_dir={empty}",
        f"--config.dataset.data_dir={empty}"],
       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True,
-      timeout=120)
+      timeout=300)  # a guard against a hang only
   lines = proc.stderr.strip().splitlines()
   errors = [line for line in lines if line.startswith("error:")]
   assert proc.returncode == 2 and errors == lines[-1:], proc.stderr[-2000:]
   assert "TFDS could not download it" in errors[0] and "dataset-fashion-mnist" in errors[0]
-  assert time.time() - t0 < 60
 
 
 def _flip_first_test_label(path):

@@ -1,8 +1,11 @@
 """Property tests: every rule returns K distinct valid indices, the same under jit as
-eager, on random and degenerate inputs (equal importance, identical or zero embeddings)."""
+eager, on random and degenerate inputs (equal importance, identical or zero embeddings).
+
+The examples come from the hypothesis profile in conftest.py: derandomized by default (the
+same 8 every run); HYPOTHESIS_PROFILE=random draws 500 new ones per run."""
 import jax
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from sage_jax import selection
 
@@ -10,11 +13,6 @@ from sage_jax import selection
 # delta, which the sweep traces.
 JITTED = {name: jax.jit(rule.fn, static_argnames=[
     "budget", *(p for p in rule.params() if p != "delta")]) for name, rule in selection.RULES.items()}
-# These rules score patches by matrix products of the normalised embeddings. With identical
-# embeddings all scores tie exactly only in exact arithmetic; last-bit rounding, which jit's
-# fused code does differently from eager, breaks the ties (not to the lowest index), so
-# there jit and eager may pick differently (e.g. tome, n=49, K=3: [0 3 11] eager, [0 7 35] jit).
-ROUNDING_TIES = ("swap", "bat", "tome")
 
 
 @st.composite
@@ -40,13 +38,11 @@ def problems(draw):
   return imp.astype(np.float32), emb.astype(np.float32), k, pool, delta, seed
 
 
-@settings(max_examples=8, deadline=None)
 @given(problems())
 def test_every_rule_returns_k_distinct_valid_indices(problem):
   imp, emb, k, pool, delta, seed = problem
   n = len(imp)
   key = jax.random.PRNGKey(seed)
-  identical = emb.any() and (emb == emb[:1]).all()
   drawn = {"pool_ratio": pool, "delta": delta}  # for the rules whose `rule@value` sets them
   for name, entry in selection.RULES.items():
     rule = entry.fn
@@ -60,8 +56,6 @@ def test_every_rule_returns_k_distinct_valid_indices(problem):
     assert len(set(idx.tolist())) == k, (name, idx)  # distinct even in the masked slots
     assert ((idx >= 0) & (idx < n)).all(), (name, idx)
     assert mask[0] and int(sel.demand) >= 1, name  # something is always sent
-    if identical and name in ROUNDING_TIES:
-      continue
     assert (idx == np.asarray(again.keep_idx)).all(), (name, idx, again.keep_idx)  # jit == eager
     assert (mask == np.asarray(again.keep_mask)).all(), (name, mask, again.keep_mask)
     assert int(sel.demand) == int(again.demand), name

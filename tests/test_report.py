@@ -3,13 +3,13 @@ offloaded images to claim anything."""
 import csv
 import io
 import json
-import math
 import os
 
 import numpy as np
 import pytest
 
 from sage_jax import defaults, metrics, report, sweep
+from sage_jax import plan as plan_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -212,6 +212,22 @@ def test_beyond_config_halves():
     cfg.get_config("x")
 
 
+def _hand_goal(at, label):
+  """Issue 14's goal as its text states it, apart from report.goal_check: a win at K <= 16
+  when the paired interval's lower end is above 0 against SAGE and against diversity; a loss
+  at any K when the upper end is below 0 against the more accurate of the two (either when
+  tied). -> (wins, losses)."""
+  wins, losses = [], []
+  for k in (4, 8, 16, 24):
+    r = at[(label, k)]
+    if k <= 16 and r["diff_vs_sage_lo"] > 0 and r["diff_vs_diversity_lo"] > 0:
+      wins.append(k)
+    acc = {x: at[(x, k)]["offloaded_acc"] for x in ("sage", "diversity")}
+    if any(r[f"diff_vs_{x}_hi"] < 0 for x in acc if acc[x] == max(acc.values())):
+      losses.append(k)
+  return wins, losses
+
+
 def test_beyond_section_on_a_development_run(tmp_path):
   """The section on a small development-half run: computed verdicts, the map, the columns."""
   c = defaults.sweep_config()
@@ -233,14 +249,27 @@ def test_beyond_section_on_a_development_run(tmp_path):
       (("diff", ""), ("diff", "_lo"), ("diff", "_hi"), ("p", ""))]
   at = {(r["method"], r["budget"]): r for r in rows}
   assert at[("sage", 8)]["diff_vs_sage"] == 0.0 and at[("diversity", 4)]["p_vs_diversity"] == 1.0
-  g = report.goal_check(rows, "mmr:cls_all")
-  verdict = "the goal is reached" if g["reached"] else "the goal is not reached"
-  assert f"significantly better than both SAGE and diversity at {len(g['wins'])} of the 3 " \
-         f"budgets K <= 16" in text and verdict in text
+  wins, losses = _hand_goal(at, "mmr:cls_all")
+  verdict = "reached" if len(wins) >= 2 and not losses else "not reached"
+  assert f"significantly better than both SAGE and diversity at {len(wins)} of the 3 " \
+         f"budgets K <= 16" in text and f"the goal is {verdict}" in text
   for lead, name in (("mmr:cls_all", "MMR"), ("dpp", "DPP")):
-    gl = report.goal_check(rows, lead)
-    helped = bool(gl["wins"]) and not gl["losses"]
+    lead_wins, lead_losses = _hand_goal(at, lead)
+    helped = bool(lead_wins) and not lead_losses
     assert (f"HELPED-{name}" in text) == helped and (f"NOT-{name}" in text) == (not helped)
+  # The same rows with the frozen rule's intervals set by hand: a win needs both SAGE and
+  # diversity beaten, so K=4 and K=16 (only SAGE beaten) are no wins, K=8 is; 1 win of the
+  # 2 needed and no loss: not reached.
+  hand = [dict(r) for r in rows]
+  for r in hand:
+    if r["method"] == "mmr:cls_all":
+      both = r["budget"] == 8
+      r.update(diff_vs_sage_lo=0.01, diff_vs_sage_hi=0.2, diff_vs_diversity_hi=0.2,
+               diff_vs_diversity_lo=0.01 if both else -0.01)
+  section = report.beyond_section(hand, plan_lib.make(c).report.beyond, 8)
+  assert ("**`mmr:cls_all` is significantly better than both SAGE and diversity at 1 of the 3 "
+          "budgets K <= 16 (K=8) and significantly worse than the better of the two at 0 of "
+          "the 4 budgets: the goal is not reached.**") in section, section
   r = at[("mmr:cls_all", 8)]
   assert (f"| `mmr:cls_all` | 8 | {100 * r['offloaded_acc']:.1f} | {report._vs(r, 'sage')} |"
           in text)

@@ -376,3 +376,70 @@ def test_option_errors():
   for name in NEW_RULES:
     with pytest.raises(ValueError, match="budget 17"):
       selection.RULES[name].fn(imp, emb, KEY, 17)
+
+
+# ----------------------------------------------------------------------------
+# 5. ties that hold only in exact arithmetic (issue 21): lowest index, jit and eager alike
+# ----------------------------------------------------------------------------
+TIE_RULES = [r for r in selection.RULES if r not in ("random", "grid")]  # content-blind
+TIE_JIT = {name: jax.jit(selection.RULES[name].fn, static_argnames="budget") for name in TIE_RULES}
+
+
+def tome_identical_reference(n, budget):
+  """tome's picks when every embedding is the same (all cosines 1, equal importance), by hand:
+  each round every A root matches the first B root, the r lowest A roots merge into it;
+  each group sends its lowest member, ascending (ties in importance go to the lower index)."""
+  members = {i: [i] for i in range(n)}
+  while len(members) > budget:
+    roots = sorted(members)
+    r = min(len(roots) - budget, len(roots) // 2)
+    a, b = roots[0::2], roots[1::2]
+    for src in a[:r]:
+      members[b[0]] += members.pop(src)
+  return sorted(min(m) for m in members.values())
+
+
+def both(name, imp, emb, k):
+  """(eager picks, jitted picks) of rule `name`."""
+  eager = selection.RULES[name].fn(imp, emb, KEY, k).keep_idx
+  return np.asarray(eager), np.asarray(TIE_JIT[name](imp, emb, KEY, budget=k).keep_idx)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_equal_importance_first_pick_is_patch_0(seed):
+  """The issue's case: 16 patches, equal importance, random 3-d embeddings, K = 1. Every
+  content-aware rule's first pick is the most important patch, here a 16-way tie -> patch 0
+  (dpp picked the largest computed |x_i|^2 = 1 + rounding instead)."""
+  emb = np.random.default_rng(seed).normal(size=(16, 3)).astype(np.float32)
+  imp = np.full(16, 1 / 16, np.float32)
+  for name in TIE_RULES:
+    eager, jitted = both(name, imp, emb, 1)
+    assert eager.tolist() == [0] and jitted.tolist() == [0], (name, eager, jitted)
+
+
+def test_dpp_equal_importance_some_zero_embeddings():
+  """L_ii = q_i^2 (|x_i|^2 + ridge): with equal importance a zero embedding has ridge, every
+  unit one exactly 1 + ridge, so the first pick is the lowest patch with a non-zero embedding."""
+  rng = np.random.default_rng(3)
+  for n, d in ((16, 3), (49, 8)):
+    emb = rng.normal(size=(n, d)).astype(np.float32)
+    emb[:5] = 0.0
+    emb[rng.random(n) < 0.5] = 0.0
+    first = int(np.flatnonzero(emb.any(1))[0])
+    eager, jitted = both("dpp", np.full(n, 1 / n, np.float32), emb, 1)
+    assert eager.tolist() == [first] and jitted.tolist() == [first], (n, eager, jitted)
+
+
+@pytest.mark.parametrize("n,d", [(16, 3), (49, 8), (49, 3), (49, 64)])
+def test_identical_embeddings_equal_importance_lowest_indices(n, d):
+  """Every patch alike: every score ties in exact arithmetic, so each rule sends the lowest
+  indices (derived by hand from each docstring: topk order, or the greedy picks one by one;
+  tome by `tome_identical_reference`), under jit and eager alike."""
+  row = np.random.default_rng(n + d).normal(size=d)
+  emb = np.broadcast_to(row, (n, d)).astype(np.float32)
+  imp = np.full(n, 1 / n, np.float32)
+  for k in sorted({1, 2, 3, n // 2, n - 1, n}):
+    for name in TIE_RULES:
+      want = tome_identical_reference(n, k) if name == "tome" else list(range(k))
+      eager, jitted = both(name, imp, emb, k)
+      assert eager.tolist() == want and jitted.tolist() == want, (name, k, eager, jitted)

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
@@ -45,11 +46,14 @@ def test_ram_workdir_interrupted_resumes_like_a_local_run(tmp_path, monkeypatch)
   sweep.run(_config(edge, server), local, progress=False)
   want = _read(local)
 
-  ram_edge, ram_server = "ram://ckpt/fmnist_edge.msgpack", "ram://ckpt/fmnist_server.msgpack"
-  files.makedirs("ram://ckpt")
+  # ram:// is one filesystem per process: a folder of its own, so that no earlier test (or
+  # run of this one) in the same process left anything there.
+  ram = f"ram://sage_jax_test_{uuid.uuid4().hex}"
+  ram_edge, ram_server = f"{ram}/ckpt/fmnist_edge.msgpack", f"{ram}/ckpt/fmnist_server.msgpack"
+  files.makedirs(f"{ram}/ckpt")
   for src, dst in ((edge, ram_edge), (server, ram_server)):
     files.write(dst, files.read_bytes(src))
-  work = "ram://sage_jax_test/work"
+  work = f"{ram}/work"
   real = pipeline.evaluate
   calls = []
 
