@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The paper's ImageNet sweep (DeiT-Ti/16 -> DeiT-B/16, every rule, B = 16..196, 50,000
+# images) projected onto accelerators (H100, H200, A100, TPU v4, v5e, v5p) by a roofline
+# of XLA's cost analysis of each compiled step, the method checked against this CPU's
+# measured step times (see sage_jax/roofline.py). Writes OUTDIR/roofline.json,
+# OUTDIR/roofline.md and OUTDIR/roofline.txt (the printed tables).
+#
+# Usage: bash launch/roofline.sh OUTDIR [options]
+#   --edge_batch=N --server_batch=N   per-chip batches of the projection (default 256, 64)
+#   --share=F                         offloaded share (default 0.357, the paper's)
+#   --dedup=F                         server rows run / all rows (default 214107/300960)
+#   --accelerators=A,B                a subset of the peaks table
+#   --check_shapes=fmnist,deit        shapes of the CPU check ('' for none)
+#   --decode_images=N                 synthetic JPEGs timed for the decode rate per core
+#   any other flag of python -m sage_jax.roofline (--help lists them)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=launch/common.sh
+source "${root}/launch/common.sh"
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "" | -*) die "OUTDIR is required as the first argument" ;;
+esac
+outdir=$(abspath "$1")
+shift
+cd "${root}"
+# torch: the CPU peak is the benchmark's (the faster of jax's and torch's matmul).
+bash launch/setup.sh bench
+mkdir -p "${outdir}"
+.venv/bin/python -m sage_jax.roofline --out="${outdir}/roofline.json" \
+  --markdown="${outdir}/roofline.md" "$@" | tee "${outdir}/roofline.txt"
