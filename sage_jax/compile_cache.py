@@ -14,6 +14,9 @@ sage_jax stores JAX's entries itself (`_Store`, JAX's cache interface), so that
 - each entry carries a sha256 of its bytes: one that fails to verify is removed with one
   warning, compiled again and replaced (one that verifies but fails to load gets JAX's
   warning and is replaced the same way), so results are those of a run without the cache;
+- an entry whose loading killed the process (jaxlib's CPU client segfaults deserializing a
+  few programs) is found by the marker its load left behind, and is discarded the same way
+  instead of crashing every later run;
 - any gfile folder works (`gs://...`), writes are atomic under temporary names unique
   across hosts (`files.write`);
 - the folder stays bounded (`prune`, once per `enable`): entries not used for 30 days go,
@@ -27,6 +30,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import threading
 import time
 
 from absl import flags
@@ -44,8 +48,12 @@ OFF = ("", "off", "none")
 MAX_BYTES = 2 << 30           # least recently used entries beyond this are removed
 MAX_AGE_SECONDS = 30 * 86400  # entries not used for this long are removed
 TMP_AGE_SECONDS = 3600        # temporary files older than this are left from killed writes
+LOAD_GRACE_SECONDS = 10       # a younger loading marker may be another process's load now
 _MAGIC = b"sage_jax compile cache entry v1\n"
 _SUFFIX = ".entry"
+_LOADING_SUFFIX = ".loading"  # beside an entry while a process loads it
+_LOADING = {}                 # thread -> the marker of the entry its JAX is loading
+_LISTENING = []               # [True] once `_loaded` listens to JAX's cache events
 
 # One flag for every entry point (main, benchmark) that imports this module.
 FLAG = flags.DEFINE_string("compile_cache", DEFAULT, "Folder of the persistent compilation "
@@ -83,6 +91,9 @@ def enable(path: str):
   if files.is_remote(path):  # XLA's own GPU side caches write local files only
     jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
   jax_cache.get_file_cache = lambda folder: (_Store(folder), folder)
+  if not _LISTENING:
+    jax.monitoring.register_event_listener(_loaded)
+    _LISTENING.append(True)
   compilation_cache.reset_cache()  # take the new folder even if something compiled before
   return path
 
@@ -110,6 +121,7 @@ class _Store(compilation_cache_interface.CacheInterface):
     return os.path.join(self._path, key + _SUFFIX)
 
   def get(self, key: str):
+    _loaded()  # the entry this thread read before was compiled over instead (or a miss)
     path = self._file(key)
     try:
       data = files.read_bytes(path)
@@ -117,17 +129,21 @@ class _Store(compilation_cache_interface.CacheInterface):
       return None
     value = data[len(_MAGIC) + 32:]
     if data[:len(_MAGIC)] != _MAGIC or data[len(_MAGIC):len(_MAGIC) + 32] != _digest(value):
-      logging.warning("compilation cache entry %s is damaged (its checksum does not match); "
-                      "removing it, compiling again and replacing it", path)
-      with contextlib.suppress(Exception):
-        files.remove(path)
-      return None
+      return _discard(path, "is damaged (its checksum does not match)")
+    marker = path + _LOADING_SUFFIX
+    with contextlib.suppress(Exception):  # none: never loaded, or loaded to the end
+      if time.time() - files.mtime(marker) > LOAD_GRACE_SECONDS:
+        return _discard(path, "was being loaded by a process that died")
+    with contextlib.suppress(Exception):
+      files.write(marker, b"")
+      _LOADING[threading.get_ident()] = marker
     if not files.is_remote(path):
       with contextlib.suppress(OSError):
         os.utime(path)  # used now (for `prune`)
     return value
 
   def put(self, key: str, value: bytes):
+    _loaded()
     try:  # replaces an entry that verified but failed to load
       files.write(self._file(key), _MAGIC + _digest(value) + value)
     except Exception as e:  # pylint: disable=broad-except  (a full disk never fails a run)
@@ -136,6 +152,28 @@ class _Store(compilation_cache_interface.CacheInterface):
 
 def _digest(value: bytes) -> bytes:
   return hashlib.sha256(value).digest()
+
+
+def _discard(path: str, why: str) -> None:
+  """One warning; the entry goes, so JAX compiles the step again and `put` replaces it."""
+  logging.warning("compilation cache entry %s %s; removing it, compiling again and "
+                  "replacing it", path, why)
+  for p in (path, path + _LOADING_SUFFIX):
+    with contextlib.suppress(Exception):
+      files.remove(p)
+
+
+def _loaded(event="/jax/compilation_cache/cache_hits", **kwargs):
+  """JAX loaded (its cache-hit event) or moved on from the entry this thread read last: its
+  marker goes. A marker left behind means the process died loading that entry (a crash in
+  XLA's deserialization, as jaxlib 0.10's CPU client does on a few programs), so the next
+  `get` of it discards the entry instead of crashing every later run the same way."""
+  del kwargs
+  if event == "/jax/compilation_cache/cache_hits":
+    marker = _LOADING.pop(threading.get_ident(), None)
+    if marker:
+      with contextlib.suppress(Exception):
+        files.remove(marker)
 
 
 def prune(folder: str, now=None) -> list:
@@ -152,7 +190,10 @@ def prune(folder: str, now=None) -> list:
         removed.append(name)
         continue
       used = files.mtime(path)
-      if ".tmp" in name:
+      if name.endswith(_LOADING_SUFFIX) and now - used > LOAD_GRACE_SECONDS:
+        _discard(path[:-len(_LOADING_SUFFIX)], "was being loaded by a process that died")
+        removed.append(name)
+      elif ".tmp" in name:
         if now - used > TMP_AGE_SECONDS:
           files.remove(path)
           removed.append(name)

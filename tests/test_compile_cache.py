@@ -180,3 +180,43 @@ def test_unusable_cache_folders_never_fail_a_run(tmp_path):
   assert f"compilation cache folder {blocker / 'cache'} is not usable" in log
   assert "compilation cache: off" in log
 
+
+
+# Compiles one function with the cache in argv[1]; with argv[2] == "die", the process dies
+# as soon as an entry is read, as a crash in XLA's deserialization would kill it.
+LOADER = textwrap.dedent("""\
+    import os, sys
+    import jax, numpy as np
+    from sage_jax import compile_cache
+    compile_cache.enable(sys.argv[1])
+    if sys.argv[2] == "die":
+      read = compile_cache._Store.get
+      def get(self, key):
+        value = read(self, key)
+        if value is not None:
+          os._exit(3)
+        return value
+      compile_cache._Store.get = get
+    print(jax.jit(lambda x: x * 3.0 + 1.0)(np.arange(3.0)).tolist())
+    """)
+
+
+def test_an_entry_that_killed_its_loader_is_compiled_again(tmp_path):
+  cache = tmp_path / "cache"
+  run = lambda how: subprocess.run([sys.executable, "-c", LOADER, str(cache), how], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=300)
+  assert run("ok").stdout.strip() == "[1.0, 4.0, 7.0]"
+  (entry,) = [p for p in cache.iterdir() if p.name.startswith("jit_") and
+              p.name.endswith(".entry")]
+  assert run("die").returncode == 3
+  marker = entry.with_name(entry.name + ".loading")
+  assert marker.exists()
+  old = marker.stat().st_mtime - compile_cache.LOAD_GRACE_SECONDS - 1  # the next run, later
+  os.utime(marker, (old, old))
+  proc = run("ok")
+  assert proc.returncode == 0 and proc.stdout.strip() == "[1.0, 4.0, 7.0]", proc.stderr[-2000:]
+  assert proc.stderr.count("was being loaded by a process that died") == 1, proc.stderr[-2000:]
+  assert entry.exists() and not marker.exists()  # compiled again and replaced
+  proc = run("ok")  # a clean hit: no warning, and its load leaves no marker
+  assert proc.stdout.strip() == "[1.0, 4.0, 7.0]" and "died" not in proc.stderr
+  assert not marker.exists()

@@ -6,13 +6,24 @@ same 8 every run); HYPOTHESIS_PROFILE=random draws 500 new ones per run."""
 import jax
 import numpy as np
 from hypothesis import given, strategies as st
+import pytest
 
-from sage_jax import selection
+from sage_jax import compile_cache, selection
 
 # One jit per rule; the budget and the parameters are static (they may set shapes), except
 # delta, which the sweep traces.
 JITTED = {name: jax.jit(rule.fn, static_argnames=[
     "budget", *(p for p in rule.params() if p != "delta")]) for name, rule in selection.RULES.items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_persistent_cache():
+  """Hundreds of tiny programs gain nothing from the session's persistent cache, and jaxlib
+  0.10's CPU client now and then segfaults deserializing one of them: 500 random examples
+  (--hypothesis-seed=12345) killed the process in `deserialize_executable`, with JAX's own
+  cache store as with sage_jax's."""
+  with compile_cache.bypassed():
+    yield
 
 
 @st.composite
