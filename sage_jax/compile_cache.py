@@ -14,9 +14,9 @@ sage_jax stores JAX's entries itself (`_Store`, JAX's cache interface), so that
 - each entry carries a sha256 of its bytes: one that fails to verify is removed with one
   warning, compiled again and replaced (one that verifies but fails to load gets JAX's
   warning and is replaced the same way), so results are those of a run without the cache;
-- an entry whose loading killed the process (jaxlib's CPU client segfaults deserializing a
-  few programs) is found by the marker its load left behind, and is discarded the same way
-  instead of crashing every later run;
+- an entry whose loading killed the process (a crash inside XLA's loader) is found by the
+  marker its load left behind, and is discarded the same way, so a bad entry cannot crash
+  every later run;
 - any gfile folder works (`gs://...`), writes are atomic under temporary names unique
   across hosts (`files.write`);
 - the folder stays bounded (`prune`, once per `enable`): entries not used for 30 days go,
@@ -165,9 +165,9 @@ def _discard(path: str, why: str) -> None:
 
 def _loaded(event="/jax/compilation_cache/cache_hits", **kwargs):
   """JAX loaded (its cache-hit event) or moved on from the entry this thread read last: its
-  marker goes. A marker left behind means the process died loading that entry (a crash in
-  XLA's deserialization, as jaxlib 0.10's CPU client does on a few programs), so the next
-  `get` of it discards the entry instead of crashing every later run the same way."""
+  marker goes. A marker left behind means the process died loading that entry (e.g. a
+  crash inside XLA's deserialization), so the next `get` of it discards the entry instead
+  of crashing every later run the same way."""
   del kwargs
   if event == "/jax/compilation_cache/cache_hits":
     marker = _LOADING.pop(threading.get_ident(), None)
