@@ -6,13 +6,13 @@ local folder never imports it for its files (the accelerator benchmark's import 
 stays free of it).
 
 How a write stays atomic (`write`): a local file is written under a temporary name in
-the same folder (random, so unique across processes and hosts), fsynced and renamed over the final name (`os.replace`), so a reader (or
-a resumed run after a kill) sees the old file or the new one, never a part. On an object
-store (`gs://`, `s3://`) an object becomes visible only whole, when the upload is closed,
-so the final name is written directly: a killed upload leaves no object (or the previous
-one). TensorFlow's `ram://` filesystem, used by the tests in place of an object store,
-appends when a file is opened again for writing, so an existing file is removed first
-there.
+the same folder (random, so unique across processes and hosts sharing it), fsynced and
+renamed over the final name (`os.replace`), so a reader (or a resumed run after a kill)
+sees the old file or the new one, never a part. On an object store (`gs://`, `s3://`) an
+object becomes visible only whole, when the upload is closed, so the final name is written
+directly: a killed upload leaves no object (or the previous one). TensorFlow's `ram://`
+filesystem, used by the tests in place of an object store, appends when a file is opened
+again for writing, so an existing file is removed first there.
 """
 import os
 import uuid

@@ -310,7 +310,8 @@ def tome(importance, embeddings, key, budget):
     rank = jnp.cumsum(alive) - 1
     is_a, is_b = alive & (rank % 2 == 0), alive & (rank % 2 == 1)
     g = _l2_normalize(sums)
-    sim = jnp.where(is_b[None, :], _same_is_one(g @ g.T), -jnp.inf)  # f32[N, N]: A rows x B columns
+    # f32[N, N]: A rows x B columns
+    sim = jnp.where(is_b[None, :], _same_is_one(g @ g.T), -jnp.inf)
     dst = jnp.argmax(sim, axis=1)
     src = _top(jnp.where(is_a, jnp.max(sim, axis=1), -jnp.inf), r)
     sums = sums.at[dst[src]].add(sums[src])
