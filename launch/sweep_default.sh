@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: SAGE budget sweep on Fashion-MNIST.
 # Usage: bash launch/sweep_default.sh [WORKDIR] [--config.field=value ...]
+# SWEEP_CONFIG=configs/....py runs another sweep config the same way (launch/sweep_scenes.sh).
 # WORKDIR (default results/fmnist) is taken from the directory you run the script in;
 # without it, every argument goes to sage_jax.main. Paths inside --config overrides
 # are taken from the repository (the job runs there).
@@ -16,4 +17,4 @@ fi
 workdir=$(abspath "${workdir}")
 cd "${root}"
 bash launch/setup.sh
-exec .venv/bin/python -m sage_jax.main --config=configs/fmnist_sweep.py --workdir="${workdir}" "$@"
+exec .venv/bin/python -m sage_jax.main --config="${SWEEP_CONFIG:-configs/fmnist_sweep.py}" --workdir="${workdir}" "$@"

@@ -5,7 +5,8 @@ downstream (the `random` rule) is keyed by the image, not the batch. The last
 batch is padded to the full size and masked (`valid`), so jitted steps compile
 once and no image is dropped or counted twice. A sweep reads each record once:
 one TFDS slice per run of consecutive chunks, cut into batches at chunk borders.
-Fashion-MNIST, the embedded default, is prepared on first use (`fmnist.prepare`).
+Fashion-MNIST, the embedded default, and its scenes are prepared on first use
+(`fmnist.prepare`, `scenes.prepare`).
 """
 import numpy as np
 
@@ -13,9 +14,15 @@ def _builder(cfg):
   import tensorflow_datasets as tfds
   from sage_jax import files
   data_dir = files.expanduser(cfg.data_dir)  # a gs:// data_dir goes to TFDS as it is
+  if cfg.name == "fmnist_scenes":
+    from sage_jax import scenes
+    scenes.register()
   builder = tfds.builder(cfg.name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
+  if cfg.name == "fmnist_scenes":
+    from sage_jax import fmnist, scenes
+    return scenes.prepare(builder, cfg.get("manual_dir") or fmnist.DEBIAN_DIR)
   if cfg.name != "fashion_mnist":
     raise FileNotFoundError(
         f"TFDS dataset {cfg.name!r} is not prepared under data_dir={data_dir!r}; "
@@ -67,7 +74,8 @@ def _pad(rows: dict, size: int) -> dict:
 
 def eval_batches(cfg, batch_size: int, start: int, stop: int, chunk_size: int = 0):
   """Yields images [start, stop) of the split as dicts image f32[B,H,W,C], label i32[B],
-  index i32[B] (position in the split), valid bool[B]; B = batch_size, the last batch padded.
+  index i32[B] (position in the split), valid bool[B] and, where the dataset has boxes,
+  box f32[B, 4] (relative ymin, xmin, ymax, xmax); B = batch_size, the last batch padded.
 
   One read of just those records (TFDS split slicing, files in order so that positions
   are the split's own), decoded in parallel and prefetched. With chunk_size, no batch
@@ -82,10 +90,12 @@ def eval_batches(cfg, batch_size: int, start: int, stop: int, chunk_size: int = 
   ds = _builder(cfg).as_dataset(split=_read_instruction(cfg, start, stop), shuffle_files=False,
                                 decoders=decoders,
                                 read_config=tfds.ReadConfig(interleave_cycle_length=1))
-  ds = ds.enumerate(start).map(
-      lambda i, ex: dict(index=tf.cast(i, tf.int32), image=prep(ex["image"]),
-                         label=tf.cast(ex["label"], tf.int32)),
-      num_parallel_calls=tf.data.AUTOTUNE)
+  def record(i, ex):  # the item's box too, where the dataset has one (the scenes)
+    out = dict(index=tf.cast(i, tf.int32), image=prep(ex["image"]),
+               label=tf.cast(ex["label"], tf.int32))
+    return dict(out, box=ex["box"]) if "box" in ex else out
+
+  ds = ds.enumerate(start).map(record, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
   rows = None  # read, not yielded yet
   for batch in ds.as_numpy_iterator():
@@ -129,6 +139,11 @@ def num_examples(cfg, num_images: int = -1) -> int:
     raise ValueError(f"num_images {num_images} is not allowed: split {cfg.split!r} of dataset "
                      f"{cfg.name!r} holds {total} images; give at most {total}, or -1 (all)")
   return total if num_images == -1 else num_images
+
+
+def has_boxes(cfg) -> bool:
+  """Whether the dataset's examples carry their item's box (the scenes do)."""
+  return "box" in _builder(cfg).info.features
 
 
 def identity(cfg) -> dict:

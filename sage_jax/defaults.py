@@ -25,6 +25,16 @@ def fmnist_dataset() -> ml_collections.ConfigDict:
   ))
 
 
+def scenes_dataset() -> ml_collections.ConfigDict:
+  """Fashion-MNIST items in cluttered 56x56 scenes (sage_jax/scenes.py): 196 patches of 4px."""
+  c = fmnist_dataset()
+  c.name = "fmnist_scenes"
+  c.image_size = 56
+  c.mean = (0.2482,)  # training-scene pixel mean/std after /255
+  c.std = (0.2519,)
+  return c
+
+
 def rule_params() -> ml_collections.ConfigDict:
   """rule -> parameter -> default, from the selection registry (a None default is a float
   that may be set: `--config.rule_params.threshold.delta=0.05`)."""
@@ -87,6 +97,25 @@ def sweep_config() -> ml_collections.ConfigDict:
       # (title, "rule,rule,...", why it helped, why it did not). No frozen rule: no section.
       beyond=ml_collections.ConfigDict(dict(frozen="", half="", ideas=())),
   ))
+  return c
+
+
+def scenes_sweep() -> ml_collections.ConfigDict:
+  """The paper's regime on this machine: 196 patches of Fashion-MNIST scenes (an item in
+  clutter), the scenes' shipped edge and server; every rule of the default sweep."""
+  c = sweep_config()
+  c.dataset = scenes_dataset()
+  c.edge.checkpoint = "checkpoints/scenes_edge.msgpack"
+  c.server.checkpoint = "checkpoints/scenes_server.msgpack"
+  c.gate.eta = 0.6                  # bits; offloads SHARE_PLACEHOLDER of the test scenes
+  c.budgets = "8,16,24,32,48,64,96,196"
+  c.coverage_grid = 7                # 2x2 patches a cell, as the paper's 7x7 grid at 224/16
+  c.report.map_budget = 24
+  c.report.moderate = (48, 96)       # as on ImageNet: N/4..N/2
+  c.report.compare_to = "topk,random"  # top-K vs random and grid vs random, paired
+  c.batch_size = 250
+  c.server_batch_size = 128
+  c.chunk_size = 2000
   return c
 
 

@@ -37,6 +37,28 @@ def coverage(keep_idx, keep_mask, cells, n_cells: int):
   return hit.sum(-1) / n_cells
 
 
+def box_patches(boxes, image_size: int, patch: int) -> np.ndarray:
+  """f32[..., 4] relative (ymin, xmin, ymax, xmax) boxes, ends exclusive -> bool[..., N]: the
+  patches of the row-major patch grid that a box overlaps."""
+  g = image_size // patch
+  px = np.rint(np.asarray(boxes, np.float64) * image_size).astype(int)  # boxes lie on pixels
+  edges = np.arange(g) * patch
+  rows = (edges + patch > px[..., 0:1]) & (edges < px[..., 2:3])
+  cols = (edges + patch > px[..., 1:2]) & (edges < px[..., 3:4])
+  return (rows[..., :, None] & cols[..., None, :]).reshape(px.shape[:-1] + (g * g,))
+
+
+def on_item_columns(records, i: int, j: int, num_patches: int) -> dict:
+  """For datasets with boxes: of the patches rule i sent at budget j, the mean share on the
+  item's box (sent_on_item), the mean share of the item's patches sent (item_sent), and the
+  item's mean share of all patches (item_share: what a blind rule's sent_on_item tends to)."""
+  hits, units = records["on_item"][:, i, j], records["units"][:, i, j]
+  item = records["item_patches"]
+  return dict(sent_on_item=_mean(hits / np.maximum(units, 1)),
+              item_sent=_mean(hits / np.maximum(item, 1)),
+              item_share=_mean(item / num_patches))
+
+
 def _mean(x):
   return float(np.mean(x)) if len(x) else float("nan")
 
@@ -86,7 +108,8 @@ def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
       row["overall_acc_lo"], row["overall_acc_hi"] = stats.bootstrap_ci(collab, n_boot)
       ref = None if base is None else records["server_pred"][:, base, j] == label_off
       row.update(_paired(correct, ref, "topk", n_boot))
-      rows.append({k: row[k] for k in COLUMNS})
+      extra = on_item_columns(records, i, j, num_patches) if "on_item" in records else {}
+      rows.append(dict({k: row[k] for k in COLUMNS}, **extra))
   return rows
 
 

@@ -158,6 +158,8 @@ def make_steps(plan, edge, server, mesh=None) -> Steps:
                demand=jnp.stack([s.demand for s in sels]).astype(jnp.int32),
                coverage=metrics.coverage(keep_idx, keep_mask, cells, n_cells), finite=finite,
                fresh=fresh)
+    if "on_item" in batch:  # sent patches on the item's box (datasets with boxes)
+      out["on_item"] = (sets & batch["on_item"][None]).sum(-1).astype(jnp.int32)
     if budget == plan.report.map_budget:
       out.update(keep_idx=keep_idx, keep_mask=keep_mask)
     keep = lambda old, new: jnp.concatenate([old[:1], new])
@@ -172,6 +174,7 @@ def make_steps(plan, edge, server, mesh=None) -> Steps:
 
     def step(params, batch, known, budget):
       names = ["server_pred", "units", "demand", "coverage", "finite", "fresh"]
+      names += ["on_item"] if "on_item" in batch else []
       names += ["keep_idx", "keep_mask"] if budget == plan.report.map_budget else []
       local = lambda p, b, kn: budget_step(p, b, kn, budget)
       return jax.shard_map(local, mesh=mesh, in_specs=(P(), P("batch"), known_spec),
@@ -308,9 +311,12 @@ def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None
   plan, steps = pipe.plan, pipe.steps
   s, devices = plan.server_batch_size, pipe.mesh.devices.size
   empty, append, pop = _regroup_fns(pipe)
+  per_off = ("server_pred", "units", "demand", "coverage")  # [m, R, nB]
+  if plan.boxes:  # sent patches on the item, and the item's patches, per offloaded image
+    per_off += ("on_item",)
   records = {k: [] for k in ("index", "label", "edge_pred", "score", "offloaded", "attn_entropy",
-                             "off_index", "ceiling_pred", "server_pred", "units", "demand",
-                             "coverage") + MAP_KEYS}
+                             "off_index", "ceiling_pred") + per_off + MAP_KEYS
+             + (("item_patches",) if plan.boxes else ())}
   counts = dict(edge_batches=0, server_batches=0, server_rows_run=0, server_rows_all=0,
                 server_calls=dict.fromkeys(["ceiling"] + [str(k) for k in plan.budgets], 0))
   state = dict(buffer=None, held=0, queue=[], map_left=plan.report.map_examples)
@@ -327,6 +333,8 @@ def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None
                    ("offloaded", off), ("attn_entropy", small["attn_entropy"])):
       records[k].append(val[v])
     on_images(int(v.sum() - off.sum()))
+    if plan.boxes:
+      records["item_patches"].append(batch["on_item"][off].sum(-1).astype(np.int32))
     if off.any():
       if state["buffer"] is None:
         state["buffer"] = empty(rows)
@@ -360,7 +368,7 @@ def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None
       _raise_if_not_finite(o["finite"][:, valid].all(0), idx, f"the server output (budget {k})")
     records["off_index"].append(idx)
     records["ceiling_pred"].append(ceiling["pred"][valid])
-    for key in ("server_pred", "units", "demand", "coverage"):  # [R, S] per budget -> [S, R, nB]
+    for key in per_off:  # [R, S] per budget -> [S, R, nB]
       records[key].append(np.stack([o[key] for o in outs], -1).transpose(1, 0, 2)[valid])
     take = np.arange(len(idx))[:plan.report.map_examples - sum(map(len, records["map_keep_idx"]))]
     at_map = outs[plan.budgets.index(plan.report.map_budget)]
@@ -376,6 +384,10 @@ def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None
         batch = next(batches, None)
       if batch is not None:  # dispatched before the host reads the batch before it
         rows = dict(image=pipe.put(batch["image"]), index=pipe.put(batch["index"]))
+        if plan.boxes:
+          batch["on_item"] = metrics.box_patches(batch["box"], plan.dataset.image_size,
+                                                 plan.patch_size)
+          rows["on_item"] = pipe.put(batch["on_item"])
         out = steps.edge(pipe.edge_params, rows["image"])
         rows.update(importance=out["importance"], tokens=out["tokens"])
         counts["edge_batches"] += 1
@@ -395,6 +407,7 @@ def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None
   r, nb, k_map = len(plan.rules), len(plan.budgets), plan.report.map_budget
   hw, ch = plan.dataset.image_size, plan.dataset.channels
   empty_shapes = dict(off_index=((0,), np.int32), ceiling_pred=((0,), np.int32),
+                      item_patches=((0,), np.int32),
                       coverage=((0, r, nb), np.float32), map_image=((0, hw, hw, ch), np.uint8),
                       map_keep_idx=((0, r, k_map), np.int32),
                       map_keep_mask=((0, r, k_map), bool))

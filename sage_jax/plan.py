@@ -94,6 +94,7 @@ class Plan:
   chunk_size: int
   report: Report
   config_json: str        # the resolved config (for the workdir's config.json and hash)
+  boxes: bool = False     # the dataset gives each image its item's box (on-item columns)
 
   @property
   def labels(self) -> list:

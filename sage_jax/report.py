@@ -99,7 +99,9 @@ def paper_claims(rows, num_patches: int, moderate=(12, 24)) -> list:
   """The paper's claims, checked on these rows; one sentence with the numbers each."""
   by = {(r["method"], r["budget"]): r for r in rows}
   budgets = sorted({r["budget"] for r in rows})
-  out = []
+  out = [_topk_vs_random(by, budgets, num_patches)]
+  out += _on_item_claim(by, budgets) if "sent_on_item" in rows[0] else []
+  out = [c for c in out if c]
   if any(m == "sage" for m, _ in by) and any(m == "topk" for m, _ in by):
     parts, wins, losses = [], 0, 0
     for b in budgets:
@@ -116,10 +118,13 @@ def paper_claims(rows, num_patches: int, moderate=(12, 24)) -> list:
                f"{losses} of {len(parts)} budgets. " + "; ".join(parts) + ".")
     reach = [b for b in budgets if ("sage", b) in by and by[("sage", b)]["pct_of_ceiling"] >= 93]
     if reach:
-      b = reach[0]
+      b, r = reach[0], by[("sage", reach[0])]
+      ceil = r["ceiling_acc"]  # the interval of SAGE's accuracy over the ceiling's point value
       out.append(f"SAGE reaches 93% of the server ceiling first at K={b} "
-                 f"({by[('sage', b)]['pct_of_ceiling']:.1f}% of ceiling, {b}/{num_patches} = "
-                 f"{100 * b / num_patches:.0f}% of the patches; the paper: under half).")
+                 f"({r['pct_of_ceiling']:.1f}% of ceiling, 95% CI "
+                 f"{100 * r['offloaded_acc_lo'] / ceil:.1f}-{100 * r['offloaded_acc_hi'] / ceil:.1f}%"
+                 f"; {b}/{num_patches} = {100 * b / num_patches:.0f}% of the patches; the paper: "
+                 "under half).")
     else:
       best = max((by[("sage", b)] for b in budgets if ("sage", b) in by),
                  key=lambda r: -1.0 if math.isnan(r["pct_of_ceiling"]) else r["pct_of_ceiling"])
@@ -135,8 +140,64 @@ def paper_claims(rows, num_patches: int, moderate=(12, 24)) -> list:
       t = [by[("topk", b)]["offloaded_acc"] for b in mod]
       txt += f" and top-K {_pct(sum(t) / len(t))}"
     beats = sum(a > c for a, c in zip(g, rnd))
-    out.append(txt + f"; grid beats random at {beats} of {len(mod)} of these budgets.")
+    txt += f"; grid beats random at {beats} of {len(mod)} of these budgets"
+    if "diff_vs_random" in by[("grid", mod[0])]:  # paired, when the config compares with random
+      txt += " (grid - random: " + "; ".join(
+          f"K={b} {_vs(by[('grid', b)], 'random')}" for b in mod) + ")"
+    out.append(txt + ".")
   return out
+
+
+def _topk_vs_random(by, budgets, num_patches) -> str:
+  """Does the edge's attention find the evidence? top-K - random, paired, below K = N."""
+  below = [b for b in budgets if b < num_patches and ("topk", b) in by and ("random", b) in by]
+  if not below:
+    return ""
+  parts, above, under = [], 0, 0
+  for b in below:  # random's row holds random - top-K; the claim reads top-K - random
+    r = by[("random", b)]
+    diff, lo, hi = -r["diff_vs_topk"], -r["diff_vs_topk_hi"], -r["diff_vs_topk_lo"]
+    above += lo > 0
+    under += hi < 0
+    parts.append(f"K={b}: {_pct(by[('topk', b)]['offloaded_acc'])} vs "
+                 f"{_pct(r['offloaded_acc'])} ({_pts(diff)} pts, 95% CI [{_pts(lo)}, {_pts(hi)}])")
+  return (f"Top-K vs random on offloaded images: top-K's paired 95% interval lies above 0 at "
+          f"{above} and below 0 at {under} of {len(below)} budgets below N. "
+          + "; ".join(parts) + ".")
+
+
+def _on_item_claim(by, budgets) -> list:
+  """Where the sent patches are: top-K's (and SAGE's, random's) share on the item's box."""
+  rules = [m for m in ("topk", "sage", "random") if all((m, b) in by for b in budgets)]
+  if not rules:
+    return []
+  share = by[(rules[0], budgets[0])]["item_share"]
+  parts = [f"{m} " + ", ".join(f"K={b} {_pct(by[(m, b)]['sent_on_item'])}" for b in budgets
+                               if b < max(budgets)) for m in rules]
+  return [f"Sent patches on the item's box (the item covers {_pct(share)} of the patches on "
+          "average): " + "; ".join(parts) + "."]
+
+
+def _pivot(rows, budgets, column) -> str:
+  """rule x budget table of one column, in %."""
+  by = {(r["method"], r["budget"]): r for r in rows}
+  methods = list(dict.fromkeys(r["method"] for r in rows))
+  lines = ["| rule | " + " | ".join(f"K={b}" for b in budgets) + " |",
+           "|" + "---|" * (len(budgets) + 1)]
+  lines += [f"| `{m}` | " + " | ".join(f"{100 * by[(m, b)][column]:.1f}" if (m, b) in by else ""
+                                        for b in budgets) + " |" for m in methods]
+  return "\n".join(lines)
+
+
+def _on_item_section(rows, budgets) -> list:
+  if "sent_on_item" not in rows[0]:
+    return []
+  return ["## Evidence on the item", "",
+          f"The item's box covers {_pct(rows[0]['item_share'])} of the patches on average (a "
+          "content-blind rule's expected share). Share of the sent patches that overlap the "
+          "item's box (%):", "", _pivot(rows, budgets, "sent_on_item"), "",
+          "Share of the item's patches that were sent (%):", "",
+          _pivot(rows, budgets, "item_sent"), ""]
 
 
 def _swap_table(rows, budgets) -> str:
@@ -324,6 +385,7 @@ def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="") -
       f"## What each rule sends (K={map_budget})", "", "![selection map](selection_map.png)", "",
       "## Swap experiment: top-K with its lowest-ranked fraction f replaced by max-min picks", "",
       _swap_table(rows, budgets), "",
+      *_on_item_section(rows, budgets),
       "## Spatial coverage and attention entropy", "",
       markdown_table(rows, ("method", "budget", "coverage", "acc_low_attn_entropy",
                             "acc_high_attn_entropy")), "",

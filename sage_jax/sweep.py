@@ -5,6 +5,7 @@ the images go through the jitted pipeline (`pipeline.evaluate`) in chunks of
 `chunk_size`, each finished chunk is saved in the workdir (a killed run redoes at most
 one), and process 0 writes the results, the plots, report.md and timing.json.
 """
+import dataclasses
 import itertools
 import json
 import os
@@ -118,6 +119,7 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
       # The split's size from its metadata: an empty slice or one smaller than num_images
       # is refused here, before any checkpoint is read or model loaded.
       data.num_examples(plan.dataset, plan.num_images)
+      plan = dataclasses.replace(plan, boxes=data.has_boxes(plan.dataset))
       workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir,
                                          workdir_lib.run_inputs(plan))
       models = pipeline.load_models(plan)

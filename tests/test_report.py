@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _row(method, budget, acc, diff=0.0, p=1.0, pct=None):
   return dict(method=method, budget=budget, offloaded_acc=acc, diff_vs_topk=diff,
               diff_vs_topk_lo=diff - 0.01, diff_vs_topk_hi=diff + 0.01, p_vs_topk=p,
-              pct_of_ceiling=100 * acc / 0.8 if pct is None else pct)
+              pct_of_ceiling=100 * acc / 0.8 if pct is None else pct, ceiling_acc=0.8,
+              offloaded_acc_lo=acc - 0.02, offloaded_acc_hi=acc + 0.02)
 
 
 def test_claims_count_significant_wins_and_losses():
@@ -38,10 +39,23 @@ def test_claims_93_percent_reached_and_grid_vs_random():
           _row("grid", 12, 0.50), _row("random", 12, 0.55),
           _row("grid", 24, 0.80), _row("random", 24, 0.75)]
   claims = report.paper_claims(rows, 49, moderate=(12, 24))
-  assert claims[1] == ("SAGE reaches 93% of the server ceiling first at K=24 (95.0% of "
-                       "ceiling, 24/49 = 49% of the patches; the paper: under half).")
-  assert claims[2] == ("Content-blind grid at moderate budgets K=12..24: mean 65.0% vs random "
+  assert claims[2] == ("SAGE reaches 93% of the server ceiling first at K=24 (95.0% of "
+                       "ceiling, 95% CI 92.5-97.5%; 24/49 = 49% of the patches; the paper: "
+                       "under half).")
+  assert claims[3] == ("Content-blind grid at moderate budgets K=12..24: mean 65.0% vs random "
                        "65.0% and top-K 65.0%; grid beats random at 1 of 2 of these budgets.")
+
+
+def test_claims_topk_vs_random_reads_randoms_paired_difference_the_other_way():
+  # random's row holds random - top-K: -0.05 [-0.06, -0.04] at K=8 (top-K above), +0.03
+  # [+0.02, +0.04] at K=16 (top-K below); K=49 = N is not a claim.
+  rows = [_row("topk", 8, 0.6), _row("random", 8, 0.55, diff=-0.05),
+          _row("topk", 16, 0.6), _row("random", 16, 0.63, diff=0.03),
+          _row("topk", 49, 0.8), _row("random", 49, 0.8)]
+  assert report.paper_claims(rows, 49)[0] == (
+      "Top-K vs random on offloaded images: top-K's paired 95% interval lies above 0 at 1 and "
+      "below 0 at 1 of 2 budgets below N. K=8: 60.0% vs 55.0% (+5.0 pts, 95% CI [+4.0, +6.0]); "
+      "K=16: 60.0% vs 63.0% (-3.0 pts, 95% CI [-4.0, -2.0]).")
 
 
 def test_no_claims_without_sage_or_topk():

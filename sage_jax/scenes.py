@@ -1,0 +1,178 @@
+"""Fashion-MNIST scenes: one item somewhere in a cluttered 56x56 canvas (a TFDS builder).
+
+The paper's regime on this machine: 4px patches give a 14 x 14 grid (N = 196, as DeiT at
+224/16), the item fills part of the scene, and a model must find it, as in cluttered
+translated MNIST (Mnih et al. 2014; Jaderberg et al. 2015). Each scene is:
+  * a background that is nowhere constant: a smooth random field (an 8 x 8 grid of random
+    levels, bilinearly upsampled) plus pixel noise, so no patch is blank;
+  * clutter: 4-7 fragments of 8-14 px cut from other items of the same split, outside the
+    item's box;
+  * the item, a Fashion-MNIST image scaled to a 20-36 px frame at a random place, its box
+    the tight box of its pixels (what the on-object columns count against).
+Pixels combine by maximum. Train scenes use the training items, test scenes the test items,
+and everything is drawn from one `numpy.random.RandomState` per split (a stream numpy keeps
+stable across versions) from `SEED`; the prepared data's digest is checked against the one
+below, so a scene that would differ on another machine fails the build instead.
+"""
+import hashlib
+import os
+
+import numpy as np
+
+CANVAS = 56
+FRAME = (20, 36)         # item frame side in px, inclusive: 13%-41% of the canvas
+FRAGMENTS = (4, 7)       # clutter fragments per scene, inclusive
+FRAGMENT_SIZE = (8, 14)  # fragment side in px, inclusive
+NOISE = 24               # pixel noise amplitude (levels, 0..NOISE)
+FIELD = (16, 64)         # the smooth field's peak level is drawn from this range
+SEED = 0
+SPLITS = {"train": 1, "test": 2}  # second word of each split's RandomState seed
+NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+         "Bag", "Ankle boot")
+# sha256 of the prepared split (images, labels, boxes as bytes), version 1.0.0.
+DIGESTS = {"train": "c23c056ba91ff34b14b65d800fc2250c1e61f2a95b6ef56dd27801ba606005f3",
+           "test": "259a0730f565c3767e7fa7296e204be5441c3f126afa7ceb6e35346415ae7622"}
+
+
+def _resize_matrix(src: int, dst: int) -> np.ndarray:
+  """f64[dst, src]: linear interpolation at pixel centres (half-pixel offsets)."""
+  pos = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+  lo = np.floor(pos).astype(int)
+  hi = np.minimum(lo + 1, src - 1)
+  m = np.zeros((dst, src))
+  m[np.arange(dst), lo] += 1 - (pos - lo)
+  m[np.arange(dst), hi] += pos - lo
+  return m
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+  """u8[h, w] -> u8[size, size], bilinear (float64 numpy, so the same bytes everywhere)."""
+  out = _resize_matrix(image.shape[0], size) @ image.astype(np.float64)
+  out = out @ _resize_matrix(image.shape[1], size).T
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _background(rs: np.random.RandomState) -> np.ndarray:
+  peak = rs.randint(FIELD[0], FIELD[1] + 1)
+  field = resize((rs.rand(8, 8) * peak).astype(np.uint8), CANVAS)
+  return field + rs.randint(0, NOISE + 1, (CANVAS, CANVAS)).astype(np.uint8)
+
+
+def _overlaps(a, b) -> bool:
+  """Boxes (y0, x0, y1, x1), ends exclusive."""
+  return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _clutter(rs, pool: np.ndarray, box) -> np.ndarray:
+  """u8[CANVAS, CANVAS]: fragments of random items of `pool`, none overlapping `box`."""
+  layer = np.zeros((CANVAS, CANVAS), np.uint8)
+  for _ in range(rs.randint(FRAGMENTS[0], FRAGMENTS[1] + 1)):
+    f = rs.randint(FRAGMENT_SIZE[0], FRAGMENT_SIZE[1] + 1)
+    src = pool[rs.randint(len(pool))]
+    y, x = rs.randint(0, 28 - f + 1, 2)
+    frag = src[y:y + f, x:x + f]
+    for _ in range(20):  # a place outside the item's box
+      py, px = rs.randint(0, CANVAS - f + 1, 2)
+      if not _overlaps((py, px, py + f, px + f), box):
+        layer[py:py + f, px:px + f] = np.maximum(layer[py:py + f, px:px + f], frag)
+        break
+  return layer
+
+
+def render(rs: np.random.RandomState, item: np.ndarray, pool: np.ndarray):
+  """One scene: (u8[CANVAS, CANVAS] canvas, u8[CANVAS, CANVAS] item layer, box).
+
+  box: (y0, x0, y1, x1) in pixels, ends exclusive: the tight box of the item layer's
+  nonzero pixels.
+  """
+  side = rs.randint(FRAME[0], FRAME[1] + 1)
+  top, left = rs.randint(0, CANVAS - side + 1, 2)
+  item_layer = np.zeros((CANVAS, CANVAS), np.uint8)
+  item_layer[top:top + side, left:left + side] = resize(item, side)
+  rows, cols = np.nonzero(item_layer)
+  box = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+  canvas = np.maximum(np.maximum(_background(rs), _clutter(rs, pool, box)), item_layer)
+  return canvas, item_layer, box
+
+
+def make_split(images: np.ndarray, labels: np.ndarray, split: str, seed: int = SEED):
+  """Fashion-MNIST u8[n, 28, 28(, 1)] -> (u8[n, 56, 56, 1] scenes, i64[n] labels,
+  f32[n, 4] boxes as TFDS's relative (ymin, xmin, ymax, xmax)), one scene per item in order."""
+  images = images.reshape(len(images), 28, 28)
+  rs = np.random.RandomState([seed, SPLITS[split]])
+  scenes = np.zeros((len(images), CANVAS, CANVAS, 1), np.uint8)
+  boxes = np.zeros((len(images), 4), np.float32)
+  for i, item in enumerate(images):
+    canvas, _, box = render(rs, item, images)
+    scenes[i, ..., 0] = canvas
+    boxes[i] = np.asarray(box, np.float32) / CANVAS
+  return scenes, np.asarray(labels, np.int64), boxes
+
+
+def digest(scenes, labels, boxes) -> str:
+  h = hashlib.sha256()
+  for a in (scenes, labels, boxes):
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+def _builder_class():
+  import tensorflow_datasets as tfds
+
+  class FmnistScenes(tfds.core.GeneratorBasedBuilder):
+    """Fashion-MNIST items in cluttered 56x56 scenes, with the item's box."""
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Scenes from Fashion-MNIST 3.0.1, seed 0."}
+
+    def _info(self):
+      return self.dataset_info_from_configs(
+          features=tfds.features.FeaturesDict({
+              "image": tfds.features.Image(shape=(CANVAS, CANVAS, 1)),
+              "label": tfds.features.ClassLabel(names=NAMES),
+              "box": tfds.features.BBoxFeature(),
+          }),
+          supervised_keys=("image", "label"))
+
+    source_manual_dir = None  # where Fashion-MNIST's own files are (prepare sets it)
+
+    def _split_generators(self, dl_manager):
+      del dl_manager  # the items come from the fashion_mnist TFDS dataset beside this one
+      from sage_jax import data, defaults
+      cfg = defaults.fmnist_dataset()
+      cfg.data_dir = os.fspath(self.data_dir_root)
+      cfg.manual_dir = self.source_manual_dir or cfg.manual_dir
+      return {split: self._generate_examples(*data.load_arrays(cfg, split), split)
+              for split in SPLITS}
+
+    def _generate_examples(self, images, labels, split):
+      scenes, labels, boxes = make_split(images, labels, split)
+      got, want = digest(scenes, labels, boxes), DIGESTS[split]
+      if got != want:
+        raise ValueError(f"fmnist_scenes {split} scenes came out with sha256 {got[:16]}..., not "
+                         f"the known {want[:16]}...: this machine's numpy draws or rounds "
+                         "differently, and results on these scenes would not compare")
+      for i in range(len(scenes)):
+        yield i, {"image": scenes[i], "label": labels[i],
+                  "box": tfds.features.BBox(*(float(v) for v in boxes[i]))}
+
+  return FmnistScenes
+
+
+FmnistScenes = None
+
+
+def register():
+  """Defines (and so registers with TFDS) the fmnist_scenes builder, once."""
+  global FmnistScenes
+  if FmnistScenes is None:
+    FmnistScenes = _builder_class()
+  return FmnistScenes
+
+
+def prepare(builder, manual_dir: str):
+  """Builds the unprepared fmnist_scenes `builder` from Fashion-MNIST (prepared first from
+  `manual_dir` when needed, see fmnist.py) -> a builder reading the prepared dataset."""
+  import tensorflow_datasets as tfds
+  builder.source_manual_dir = manual_dir
+  builder.download_and_prepare()
+  return tfds.builder(builder.name, data_dir=builder.data_dir_root)
