@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Throughput benchmark: sage_jax's jitted pipeline vs a PyTorch eager reference (issue 4).
-# Usage: bash launch/benchmark.sh [--shapes=fmnist,deit --batch=64 --repeats=2 --out=FILE ...]
-# --out=FILE is taken from the directory you run the script in.
+# Throughput benchmark: sage_jax's jitted pipeline vs a PyTorch eager reference, and the
+# sweep at scale (`sage_jax.main --config=configs/benchmark.py:SHAPES`; docs/benchmark.md).
+# Writes WORKDIR/benchmark.json (rewritten after every row) and WORKDIR/benchmark.md.
+#
+# Usage: bash launch/benchmark.sh WORKDIR [SHAPES] [--config.FIELD=VALUE ...]
+#   SHAPES                 fmnist, deit or fmnist,deit (default)
+#   --config.FIELD=VALUE   e.g. --config.batch=64 --config.repeats=3 --config.min_seconds=1
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=launch/common.sh
 source "${root}/launch/common.sh"
-args=()
-for arg in "$@"; do
-  case "${arg}" in
-    --out=*) arg="--out=$(abspath "${arg#--out=}")" ;;
-  esac
-  args+=("${arg}")
-done
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "" | -*) die "WORKDIR is required as the first argument" ;;
+esac
+workdir=$(abspath "$1")
+shift
+shapes="fmnist,deit"
+if (($#)) && [[ "$1" != -* ]]; then
+  shapes="$1"
+  shift
+fi
 cd "${root}"
 bash launch/setup.sh bench
-exec .venv/bin/python -m sage_jax.benchmark ${args[@]+"${args[@]}"}
+exec .venv/bin/python -m sage_jax.main --config="configs/benchmark.py:${shapes}" \
+  --workdir="${workdir}" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sage_jax measured on one GPU (issue 13), in one call: the benchmark (sage_jax against
+# sage_jax measured on one GPU, in one call: the benchmark (sage_jax against
 # PyTorch eager on the same GPU, both bf16: DeiT-Ti/16 -> B/16 forwards at batch 256 with
 # their share of a bf16 8192^3 matmul's rate, SAGE's share of the server, the full sweep)
 # and the sweep at scale (its own pipeline on 4096 synthetic 224 px images, every rule of
@@ -18,9 +18,9 @@
 #   1. here, with PyPI:  bash launch/device_bench.sh --fetch-wheels=.whl   (.whl/ is ignored)
 #   2. the device tool:  run(command="bash launch/device_bench.sh --wheels=.whl",
 #                            carry=[".whl"], timeout_s=420)
-#      then give_back. bench.json, bench.txt (the table), log.txt and nvidia-smi.txt come
-#      back from $OUT; bench.json is rewritten after each part, so a run cut short still
-#      returns the rows measured so far.
+#      then give_back. benchmark.json, benchmark.md, bench.txt (the tables), log.txt and
+#      nvidia-smi.txt come back from $OUT; benchmark.json is rewritten after each row, so a
+#      run cut short still returns the rows measured so far.
 #
 # Usage: bash launch/device_bench.sh [options] [-- BENCHMARK FLAGS]
 #   --out=DIR           where the files go (default: $OUT when set, else results/device_bench)
@@ -28,22 +28,23 @@
 #   --fetch-wheels=DIR  only download the wheels the GPU machine lacks into DIR, then exit
 #   --python=PY         interpreter (default python3)
 #   --dry-run           print the commands instead of running them
-#   -- FLAGS            sage_jax.benchmark flags after the defaults (the last one wins),
-#                       e.g. -- --scale_images=8192 --budgets=16,32,48,64,96
+#   -- FLAGS            sage_jax.main flags after the defaults (the last one wins), e.g.
+#                       -- --config.scale.images=8192 --config.budgets=16,32,48,64,96
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # shellcheck source=launch/common.sh
 source launch/common.sh
 
-# What the GPU machine lacks, pinned (the import chain of sage_jax.benchmark otherwise needs
-# jax, flax, numpy, absl-py, PyYAML and torch, all there).
+# What the GPU machine lacks, pinned (the import chain of sage_jax.main and the benchmark
+# otherwise needs jax, flax, numpy, scipy, absl-py, PyYAML and torch, all there).
 WHEELS=(ml_collections==1.1.0)
-# sage_jax.benchmark defaults for one H100 in under 5 minutes: three budgets in the
+# The benchmark's defaults for one H100 in under 5 minutes: three budgets in the
 # benchmark's rows (each budget compiles a DeiT-B forward, a sweep step and five selections
 # in each of its two sweeps), the paper's six in the sweep at scale.
-DEFAULTS=(--shapes=deit --batch=256 "--budgets=16,48,96" --compute_dtype=bfloat16
-          --offload_share=0.357 --repeats=3 --scale_images=4096)
+DEFAULTS=(--config=configs/benchmark.py:deit --config.batch=256 "--config.budgets=16,48,96"
+          --config.compute_dtype=bfloat16 --config.offload_share=0.357 --config.repeats=3
+          --config.scale.images=4096)
 
 out="${OUT:-results/device_bench}" wheels="" fetch="" py="python3" dry_run=0
 extra=()
@@ -81,7 +82,7 @@ export PYTHONUNBUFFERED=1
 # jax takes half the GPU's memory up front (its default is 75%), torch works in the rest.
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}"
 
-bench=("${py}" -m sage_jax.benchmark "${DEFAULTS[@]}" "${extra[@]}" --out="${out}/bench.json")
+bench=("${py}" -m sage_jax.main "${DEFAULTS[@]}" "${extra[@]}" --workdir="${out}")
 if ((dry_run)); then
   run "${bench[@]}"
   exit 0
@@ -98,7 +99,7 @@ status=${PIPESTATUS[0]}
 set -e
 ((status == 0)) || exit "${status}"
 
-"${py}" - "${out}/bench.json" <<'EOF'
+"${py}" - "${out}/benchmark.json" <<'EOF'
 import json, sys
 result = json.load(open(sys.argv[1]))
 if result["tensorflow_imported"]:

@@ -3,29 +3,30 @@
 # imagenet2012 validation split (built once through TFDS's builder, cached under
 # ~/.cache/sage_jax/rehearsal) and random DeiT-Ti/16 / DeiT-B/16 weights, swept with
 # configs/imagenet_deit.py (CPU-sized: budgets 16,64, rules topk,sage,threshold, 1,000
-# images). Writes WORKDIR/rehearsal.json; the last line printed holds images_per_second,
-# bytes_read_ratio and pipeline_efficiency (see sage_jax/rehearsal.py).
+# images). The job is `sage_jax.main --config=configs/rehearsal.py`. Writes
+# WORKDIR/rehearsal.json; the last line printed holds images_per_second, bytes_read_ratio
+# and pipeline_efficiency (see docs/imagenet.md).
 #
-# Usage: bash launch/rehearsal.sh WORKDIR [--num_images=N] [options] [--config.FIELD=VALUE ...]
-#   --num_images=N          images to sweep (default 1000)
-#   --synthetic_images=N    images in the synthetic split (default 5000)
-#   --repeats=N             timed calls per forward shape (default 2)
-#   --overwrite             clear an earlier run's progress in WORKDIR first
+# Usage: bash launch/rehearsal.sh WORKDIR [--config.FIELD=VALUE ...] [main's flags]
+#   --config.num_images=N                    images to sweep (default 1000)
+#   --config.rehearsal.synthetic_images=N    images in the synthetic split (default 5000)
+#   --config.rehearsal.repeats=N             timed calls per forward shape (default 2)
+#   --config.rehearsal.overwrite=True        clear an earlier run's progress in WORKDIR first
 #   --distributed --coordinator_address=HOST:PORT --num_processes=P --process_id=I
 #                           one of P processes (each its own WORKDIR on one machine); process
 #                           0 reports bytes_read_ratio over every process's reads
 #   --config.FIELD=VALUE    any sweep config override, e.g. --config.budgets=16,32,64
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
+root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=launch/common.sh
-source launch/common.sh
+source "${root}/launch/common.sh"
 
 case "${1:-}" in
   -h | --help) usage; exit 0 ;;
   "" | -*) die "WORKDIR is required as the first argument" ;;
 esac
-workdir="$1"
+workdir=$(abspath "$1")
 shift
+cd "${root}"
 bash launch/setup.sh
-exec .venv/bin/python -m sage_jax.rehearsal --workdir="${workdir}" "$@"
+exec .venv/bin/python -m sage_jax.main --config=configs/rehearsal.py --workdir="${workdir}" "$@"

@@ -327,12 +327,6 @@ def convert(src: str, variant=None, num_heads=None):
   return timm_to_params(sd, arch), meta
 
 
-def model_for(arch: dict) -> vit.ViT:
-  """The `vit.ViT` with a converted checkpoint's architecture (any shape, named or not)."""
-  return vit.ViT(**{k: arch[k] for k in ("num_classes", "width", "depth", "num_heads",
-                                          "mlp_dim", "patch_size", "num_patches")})
-
-
 def main(argv):
   del argv
   f = flags.FLAGS

@@ -152,3 +152,14 @@ def identity(cfg) -> dict:
   info = _builder(cfg).info
   return {"name": info.name, "version": str(info.version), "split": cfg.split,
           "num_examples": split_size(cfg)}
+
+
+def box_patches(boxes, image_size: int, patch: int) -> np.ndarray:
+  """f32[..., 4] relative (ymin, xmin, ymax, xmax) boxes, ends exclusive -> bool[..., N]: the
+  patches of the row-major patch grid that a box overlaps."""
+  g = image_size // patch
+  px = np.rint(np.asarray(boxes, np.float64) * image_size).astype(int)  # boxes lie on pixels
+  edges = np.arange(g) * patch
+  rows = (edges + patch > px[..., 0:1]) & (edges < px[..., 2:3])
+  cols = (edges + patch > px[..., 1:2]) & (edges < px[..., 3:4])
+  return (rows[..., :, None] & cols[..., None, :]).reshape(px.shape[:-1] + (g * g,))

@@ -107,7 +107,7 @@ def scenes_sweep() -> ml_collections.ConfigDict:
   c.dataset = scenes_dataset()
   c.edge.checkpoint = "checkpoints/scenes_edge.msgpack"
   c.server.checkpoint = "checkpoints/scenes_server.msgpack"
-  c.gate.eta = 0.6                  # bits; offloads SHARE_PLACEHOLDER of the test scenes
+  c.gate.eta = 1.35                 # bits; offloads 34.1% of the test scenes with the shipped edge
   c.budgets = "8,16,24,32,48,64,96,196"
   c.coverage_grid = 7                # 2x2 patches a cell, as the paper's 7x7 grid at 224/16
   c.report.map_budget = 24
@@ -146,3 +146,91 @@ def imagenet_deit() -> ml_collections.ConfigDict:
   c.batch_size = 256                 # edge batch (DeiT-Ti); sized for one GPU/TPU chip
   c.server_batch_size = 64           # offloaded images per server step (x rules per B/16 call)
   return c
+
+
+def benchmark_config(shapes: str = "fmnist,deit") -> ml_collections.ConfigDict:
+  """The benchmark against PyTorch and the sweep at scale (sage_jax/benchmark.py,
+  docs/benchmark.md); random weights at each shape of `shapes` (fmnist, deit)."""
+  return ml_collections.ConfigDict(dict(
+      mode="measure",
+      measures="benchmark",      # benchmark | scale (the sweep at scale alone)
+      shapes=shapes,
+      batch=64,                  # images per edge / server / selection call
+      repeats=3,                 # timed calls per measurement (the best is reported)
+      warmup=1,                  # untimed calls before timing
+      min_seconds=0.25,          # cheap calls are timed again until this much time passed
+      budgets="",                # "": per shape, fmnist 4..49, deit 16,32,48,64,96
+      rules="topk,sage,diversity,threshold,sum_threshold",  # those with a torch reference
+      offload_share=1 / 3,       # share of the batch offloaded in the full sweep
+      matmul_size=0,             # n of the peak's n x n matmul (0: 8192 bf16 on an
+                                 # accelerator, 2048 float32 on a CPU)
+      torch_threads=2,
+      torch_device="auto",       # auto (CUDA when jax runs on a GPU) | cpu | cuda
+      compute_dtype="float32",   # bfloat16 for accelerators; torch autocasts likewise
+      scale=dict(
+          images=-1,             # synthetic images (-1: 4096 on an accelerator, 16 on a
+                                 # CPU; 0: no sweep at scale)
+          shape="deit",
+          rules="",              # "": every rule of the shape's config
+          budgets="",            # "": the config's (16..196 at deit)
+          share=0.357,           # offloaded share (the paper's 35.7%)
+          server_batch=0),       # 0: the config's (64 at deit)
+  ))
+
+
+def rehearsal_config() -> ml_collections.ConfigDict:
+  """The ImageNet-shape rehearsal (sage_jax/rehearsal.py, docs/imagenet.md): the paper
+  config, CPU-sized. An empty data_dir means the synthetic split, an empty checkpoint
+  random weights (both made under rehearsal.cache_dir)."""
+  c = imagenet_deit()
+  c.mode = "measure"
+  c.measures = "rehearsal"
+  c.dataset.data_dir = ""
+  c.edge.checkpoint = c.server.checkpoint = ""
+  c.budgets = "16,64"
+  c.rules = "topk,sage,threshold"
+  c.num_images = 1000
+  c.gate.measure = "fraction"  # random weights: offload the paper's share, not everything
+  c.gate.fraction = 0.357
+  c.report.map_budget = 16
+  c.report.moderate = (16, 64)
+  c.rehearsal = ml_collections.ConfigDict(dict(
+      cache_dir="~/.cache/sage_jax/rehearsal",  # the synthetic split and random weights
+      synthetic_images=5000,  # images in the synthetic validation split
+      synthetic_shards=0,     # TFRecord shards (0: TFDS chooses by size, as for the real one)
+      seed=0,                 # of the synthetic images and the random weights
+      repeats=2,              # timed calls per forward shape (the best counts)
+      overwrite=False,        # delete an earlier run's progress in the workdir first
+  ))
+  return c
+
+
+def roofline_config() -> ml_collections.ConfigDict:
+  """The ImageNet sweep projected onto accelerators by a roofline, the method checked on
+  this CPU (sage_jax/roofline.py, docs/imagenet.md)."""
+  return ml_collections.ConfigDict(dict(
+      mode="measure",
+      measures="roofline",
+      shape="deit",              # models of the projection: deit (the paper's) or fmnist
+      edge_batch=0,              # edge images per step per chip (0: the config's, 256)
+      server_batch=0,            # offloaded images per server step per chip (0: 64)
+      sweep_rules="",            # "": every rule of the config
+      sweep_budgets="",          # "": the config's, 16..196 at deit
+      dtypes="float32,bfloat16",  # costs listed per dtype; the projection uses the last
+      images=0,                  # images of the sweep (0: the split's, 50,000 at deit)
+      share=0.357,               # share of the images offloaded (the paper's 35.7%)
+      # Share of the (rule, budget, image) rows the server runs (timing.json's
+      # server_rows_run / server_rows_all): the Fashion-MNIST main job's 214,107 of 300,960.
+      dedup=214107 / 300960,
+      full_trips=1.0,            # server chunks per server batch at K = N
+      accelerators="",           # "": all of roofline.PEAKS
+      check_shapes="fmnist,deit",  # shapes of the CPU check ("" for none)
+      check_batch=0,             # rows of the CPU check (0: fmnist 64, deit 8)
+      check_rules="",            # "": fmnist every rule, deit topk,sage,threshold
+      check_budgets="",          # "": fmnist every budget, deit 16,64
+      repeats=3,                 # timed calls per measurement (the best counts)
+      matmul_size=0,             # n of the CPU peak's n x n float32 matmul (0: 2048)
+      bandwidth_mb=256,          # MB of float32 read (and written) by the bandwidth measure
+      decode_images=32,          # synthetic JPEGs whose decoding is timed on one core
+      decode_per_core=0.0,       # images/s per core when not measured (decode_images=0)
+  ))

@@ -10,7 +10,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from sage_jax import workdir as workdir_lib
+from sage_jax import files
 
 # How long a process waits at the gather for the others to finish their chunks. JAX's
 # collectives give up after 30 s (Gloo's context set-up on CPU), and hosts may finish
@@ -60,7 +60,7 @@ def gather_chunks(own: dict) -> dict:
     return own
   from jax.experimental import multihost_utils
   barrier("sage_jax_gather")
-  blob = np.frombuffer(workdir_lib.npz_bytes(
+  blob = np.frombuffer(files.npz_bytes(
       {f"{c}.{k}": v for c, recs in own.items() for k, v in recs.items()}), np.uint8)
   sizes = np.asarray(multihost_utils.process_allgather(np.asarray([blob.size]))).ravel()
   padded = np.zeros(int(sizes.max()), np.uint8)

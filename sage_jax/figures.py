@@ -117,6 +117,23 @@ X_AXES = {"budget": "budget K (patches sent)",
           "latency_ms": "uplink latency per offloaded request (ms)"}
 
 
+def _x_axis(x, rate) -> tuple:
+  """-> (the axis label, row -> its x value) for accuracy_plot's x and rate."""
+  if x not in X_AXES:
+    raise ValueError(f"x {x!r} is not allowed; allowed: {', '.join(X_AXES)}")
+  if x != "latency_ms":
+    return X_AXES[x], lambda r: r[x]
+  name = rate if isinstance(rate, str) else None
+  if name is not None:
+    if name not in channel.CHANNELS:
+      raise ValueError(f"unknown channel {name!r}; allowed: {', '.join(channel.CHANNELS)} "
+                       "or a rate in bits/s")
+    rate = channel.CHANNELS[name]
+  speed = f"{rate / 1e6:g} Mbit/s" if rate >= 1e6 else f"{rate / 1e3:g} kbit/s"
+  return (f"{X_AXES[x]}, {name + ' ' if name else ''}at {speed}",
+          lambda r: channel.latency_ms(r["bits_per_request"], rate))
+
+
 def accuracy_plot(rows, path, x="budget", rate="nb_iot"):
   """Offloaded accuracy vs x, one line per rule, 95% CI bars, server ceiling as a dashed line.
 
@@ -125,21 +142,7 @@ def accuracy_plot(rows, path, x="budget", rate="nb_iot"):
   ceiling_acc_lo / ceiling_acc_hi a shaded band. x: "budget", "bits_per_request" or
   "latency_ms" (bits_per_request sent at `rate`, a channel.CHANNELS name or bits/s).
   """
-  if x not in X_AXES:
-    raise ValueError(f"x {x!r} is not allowed; allowed: {', '.join(X_AXES)}")
-  if x == "latency_ms":
-    name = rate if isinstance(rate, str) else None
-    if name is not None:
-      if name not in channel.CHANNELS:
-        raise ValueError(f"unknown channel {name!r}; allowed: {', '.join(channel.CHANNELS)} "
-                         "or a rate in bits/s")
-      rate = channel.CHANNELS[name]
-    speed = f"{rate / 1e6:g} Mbit/s" if rate >= 1e6 else f"{rate / 1e3:g} kbit/s"
-    label = f"{X_AXES[x]}, {name + ' ' if name else ''}at {speed}"
-    xs_of = lambda r: channel.latency_ms(r["bits_per_request"], rate)
-  else:
-    label = X_AXES[x]
-    xs_of = lambda r: r[x]
+  label, xs_of = _x_axis(x, rate)
   plt = _pyplot()
   from matplotlib import transforms
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)

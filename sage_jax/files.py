@@ -14,8 +14,12 @@ directly: a killed upload leaves no object (or the previous one). TensorFlow's `
 filesystem, used by the tests in place of an object store, appends when a file is opened
 again for writing, so an existing file is removed first there.
 """
+import io
 import os
 import uuid
+import zipfile
+
+import numpy as np
 
 
 def is_remote(path) -> bool:
@@ -102,3 +106,16 @@ def write(path: str, data: bytes) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def npz_bytes(arrays: dict) -> bytes:
+  """A compressed .npz with fixed timestamps (np.savez stamps the current time),
+  so the same arrays always give the same bytes."""
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    for name in sorted(arrays):
+      info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+      info.compress_type = zipfile.ZIP_DEFLATED
+      with zf.open(info, "w") as f:
+        np.lib.format.write_array(f, np.asarray(arrays[name]), allow_pickle=False)
+  return buf.getvalue()

@@ -7,7 +7,7 @@ the N patches, so thresholds are comparable across images (uniform importance
 = 1/N). Adding one: a function plus an entry in IMPORTANCES; a sweep then runs
 any rule on it as `rule:name`.
 
-Beside the last block's attention and rollout, three sink-aware scores (issue 14): a
+Beside the last block's attention and rollout, three sink-aware scores (docs/beyond.md): a
 small edge's attention can have sinks, patches that every query attends to whatever it
 asks (background patches of shoes in the shipped Fashion-MNIST edge), so "most attended"
 is not "most informative". `cls_all` averages the blocks, `cls_specific` keeps the CLS

@@ -1,7 +1,8 @@
 """Entry point: `python -m sage_jax.main --config=configs/X.py --workdir=DIR`.
 
-config.mode picks the job: "sweep" (budget sweep; the default configs) or
-"train" (the embedded Fashion-MNIST models). Bad input (config values, files,
+config.mode picks the job: "sweep" (budget sweep; the default configs), "train" (the
+embedded Fashion-MNIST models) or "measure" (the measures named in config.measures:
+configs/benchmark.py, configs/rehearsal.py, configs/roofline.py; sage_jax/measure.py). Bad input (config values, files,
 data) ends with one line naming the bad value and exit code 2; --verbose adds
 the traceback.
 """
@@ -29,16 +30,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError)
 
 
-def run(config, workdir: str, new_subdir: bool = False, stats=None):
+def run_job(config, workdir: str, new_subdir: bool = False, compile_stats=None):
+  if config.mode in ("train", "measure") and new_subdir:
+    raise ValueError(f"conflicting flags: --new_subdir applies to sweeps, not to "
+                     f"mode={config.mode}")
   if config.mode == "train":
-    if new_subdir:
-      raise ValueError("conflicting flags: --new_subdir applies to sweeps, not to mode=train")
     from sage_jax import train
     return train.train_and_save(config, workdir)
   if config.mode == "sweep":
     from sage_jax import sweep
-    return sweep.run(config, workdir, new_subdir, stats=stats)
-  raise ValueError(f"unknown mode {config.mode!r}; allowed: sweep, train")
+    return sweep.run(config, workdir, new_subdir, compile_stats=compile_stats)
+  if config.mode == "measure":
+    from sage_jax import measure
+    return measure.run_measures(config, workdir)
+  raise ValueError(f"unknown mode {config.mode!r}; allowed: sweep, train, measure")
 
 
 def parse_flags(argv):
@@ -69,11 +74,11 @@ def main(argv):
   distributed.initialize_from_flags()
   logging.info("JAX process %d/%d, devices %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  stats = compile_cache.Stats()
+  compile_stats = compile_cache.Stats()
   logging.info("compilation cache: %s", compile_cache.enable(compile_cache.FLAG.value) or "off")
   try:
-    run(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir, stats)
-    logging.info("%s", stats.summary())
+    run_job(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir, compile_stats)
+    logging.info("%s", compile_stats.summary())
   except INPUT_ERRORS as e:
     if FLAGS.verbose:
       traceback.print_exc()

@@ -4,15 +4,15 @@ Intervals are percentile bootstraps over images (stats.bootstrap_ci); every rule
 is compared with `topk` on the same offloaded images (paired bootstrap of the
 accuracy difference and an exact McNemar test), and with any other rule a config
 names in `report.compare_to` (`add_comparisons`: diff_vs_<rule>, p_vs_<rule>).
-Spatial coverage is computed per image inside the sweep's jitted step (`coverage`)
-and averaged here.
+Spatial coverage is computed per image inside the sweep's jitted step
+(`server_step.coverage`) and averaged here.
 """
 import math
 
-import jax
 import numpy as np
 
 from sage_jax import stats
+from sage_jax.data import box_patches  # noqa: F401  (computed by the data stage; read here too)
 
 COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi",
            "ceiling_acc", "ceiling_acc_lo", "ceiling_acc_hi", "pct_of_ceiling",
@@ -21,31 +21,6 @@ COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_a
            "acc_low_attn_entropy", "acc_high_attn_entropy",
            "diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi", "p_vs_topk",
            "n_images", "n_offloaded")
-
-
-def coverage_cells(num_patches: int, coarse: int) -> np.ndarray:
-  """i32[N]: the cell of a coarse x coarse grid that each patch of the square patch grid lies in."""
-  g = math.isqrt(num_patches)
-  r, c = np.divmod(np.arange(num_patches), g)
-  return (r * coarse // g * coarse + c * coarse // g).astype(np.int32)
-
-
-def coverage(keep_idx, keep_mask, cells, n_cells: int):
-  """Share of coarse cells holding a sent patch. keep_idx i32[..., K], keep_mask bool[..., K],
-  cells i32[N] (coverage_cells) -> f32[...]."""
-  hit = (jax.nn.one_hot(cells[keep_idx], n_cells) * keep_mask[..., None]).max(-2)
-  return hit.sum(-1) / n_cells
-
-
-def box_patches(boxes, image_size: int, patch: int) -> np.ndarray:
-  """f32[..., 4] relative (ymin, xmin, ymax, xmax) boxes, ends exclusive -> bool[..., N]: the
-  patches of the row-major patch grid that a box overlaps."""
-  g = image_size // patch
-  px = np.rint(np.asarray(boxes, np.float64) * image_size).astype(int)  # boxes lie on pixels
-  edges = np.arange(g) * patch
-  rows = (edges + patch > px[..., 0:1]) & (edges < px[..., 2:3])
-  cols = (edges + patch > px[..., 1:2]) & (edges < px[..., 3:4])
-  return (rows[..., :, None] & cols[..., None, :]).reshape(px.shape[:-1] + (g * g,))
 
 
 def on_item_columns(records, i: int, j: int, num_patches: int) -> dict:
@@ -115,6 +90,19 @@ def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
 
 def comparison_columns(ref: str) -> tuple:
   return (f"diff_vs_{ref}", f"diff_vs_{ref}_lo", f"diff_vs_{ref}_hi", f"p_vs_{ref}")
+
+
+def points(x) -> str:
+  """A difference of accuracies in signed percentage points: '+3.5'."""
+  return f"{100 * x:+.1f}"
+
+
+def paired_text(row, ref) -> str:
+  """'+3.5 [+0.8, +6.1], p=0.012': paired difference (points), 95% interval, McNemar p."""
+  diff, lo, hi, p = (row[c] for c in comparison_columns(ref))
+  if math.isnan(diff):
+    return "n/a"
+  return f"{points(diff)} [{points(lo)}, {points(hi)}], p={p:.2g}"
 
 
 def _paired(correct, ref_correct, ref: str, n_boot: int) -> dict:

@@ -39,7 +39,7 @@ def get_measure(name: str):
   return MEASURES[name]
 
 
-def threshold(gate, uncertainties=None) -> float:
+def gate_threshold(gate, uncertainties=None) -> float:
   """The gate (measure, eta, fraction) -> uncertainty threshold.
 
   For `fraction`, `uncertainties()` returns every evaluated image's uncertainty: the

@@ -17,7 +17,6 @@ import ml_collections
 
 from sage_jax import channel, importance, offload, selection, vit
 
-DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Gate:
 
 
 @dataclasses.dataclass(frozen=True)
-class Model:
+class ModelSpec:
   variant: str
   checkpoint: str
 
@@ -55,7 +54,7 @@ class Idea:
 
 @dataclasses.dataclass(frozen=True)
 class Beyond:
-  """report.md's "Beyond the paper" section (issue 14; configs/fmnist_beyond.py)."""
+  """report.md's "Beyond the paper" section (configs/fmnist_beyond.py; sage_jax/beyond.py)."""
   frozen: str       # the rule label frozen on the development half
   half: str         # which half of the data this run is, in words
   ideas: tuple      # Idea, in the config's order
@@ -80,8 +79,8 @@ class Plan:
   bits_per_unit: int
   importance: str         # the default score (rules without ":score", attention entropy)
   gate: Gate
-  edge: Model
-  server: Model
+  edge: ModelSpec
+  server: ModelSpec
   dataset: Any            # ml_collections.FrozenConfigDict, read by the data stage
   num_patches: int
   patch_size: int
@@ -244,18 +243,7 @@ def make(config) -> "Plan":
     raise ValueError(f"edge has {n} patches per image, server {n_server}; give both "
                      "variants the same patch size")
   importance.get(config.importance)
-
-  bits = config.bits_per_unit
-  if bits == -1:  # raw 8-bit pixels of one patch + its index
-    bits = channel.bits_per_unit(patch, ds.channels, 8, n)
-  _require(bits > 0, "bits_per_unit", bits, "give bits > 0, or -1 (8-bit pixels + index)")
-  if config.budget_bits:
-    units = [channel.units_for_bits(_number(b, "budget_bits", config.budget_bits), bits)
-             for b in _items(config.budget_bits, "budget_bits")]
-    budgets = parse_budgets(units, n, f"budgets from budget_bits {config.budget_bits!r} "
-                                      f"({bits} bits/unit)")
-  else:
-    budgets = parse_budgets(config.budgets, n)
+  bits, budgets = _bits_and_budgets(config, n, patch)
 
   params = _rule_params(config)
   specs = _once(_items(config.rules, "rules"), "rules", config.rules)
@@ -264,24 +252,57 @@ def make(config) -> "Plan":
     _check_rule(rule, max(budgets), n, width)
 
   g = config.gate
+  _check_gate_and_sizes(config, n)
+  return Plan(
+      rules=rules, budgets=budgets, bits_per_unit=int(bits), importance=config.importance,
+      gate=Gate(g.measure, float(g.eta), float(g.fraction)),
+      edge=ModelSpec(config.edge.variant, config.edge.checkpoint),
+      server=ModelSpec(config.server.variant, config.server.checkpoint),
+      dataset=ml_collections.FrozenConfigDict(ds), num_patches=n, patch_size=patch,
+      num_images=int(config.num_images), coverage_grid=int(config.coverage_grid),
+      seed=int(config.seed), compute_dtype=config.compute_dtype,
+      batch_size=int(config.batch_size), server_batch_size=int(config.server_batch_size),
+      chunk_size=int(config.chunk_size),
+      report=_report(config.report, budgets, [rule.label for rule in rules]),
+      config_json=config.to_json())
+
+
+def _bits_and_budgets(config, n: int, patch: int) -> tuple:
+  """-> (bits per unit, budgets K): from `budgets`, or from `budget_bits` at those bits."""
+  bits = config.bits_per_unit
+  if bits == -1:  # raw 8-bit pixels of one patch + its index
+    bits = channel.bits_per_unit(patch, config.dataset.channels, 8, n)
+  _require(bits > 0, "bits_per_unit", bits, "give bits > 0, or -1 (8-bit pixels + index)")
+  if config.budget_bits:
+    units = [channel.units_for_bits(_number(b, "budget_bits", config.budget_bits), bits)
+             for b in _items(config.budget_bits, "budget_bits")]
+    return bits, parse_budgets(units, n, f"budgets from budget_bits {config.budget_bits!r} "
+                                         f"({bits} bits/unit)")
+  return bits, parse_budgets(config.budgets, n)
+
+
+def _check_gate_and_sizes(config, n: int) -> None:
+  """The gate's values, the image count, batch and chunk sizes, dtype and coverage grid."""
+  g = config.gate
   offload.get_measure(g.measure)
   if g.measure == "margin":
     _require(0 <= g.eta <= 1, "gate.eta", g.eta, "a margin threshold is in [0, 1]")
   else:
     _require(g.eta >= 0, "gate.eta", g.eta, "it must be >= 0 (bits)")
   _require(0 <= g.fraction <= 1, "gate.fraction", g.fraction, "it must be in [0, 1]")
-
   _require(config.num_images == -1 or config.num_images > 0, "num_images", config.num_images,
            "give a positive count or -1 (all)")
   for name in ("batch_size", "server_batch_size", "chunk_size"):
     _require(config[name] > 0, name, config[name], "it must be > 0")
-  _require(config.compute_dtype in DTYPES, "compute_dtype", config.compute_dtype,
-           f"allowed: {', '.join(DTYPES)}")
+  _require(config.compute_dtype in vit.COMPUTE_DTYPES, "compute_dtype", config.compute_dtype,
+           f"allowed: {', '.join(vit.COMPUTE_DTYPES)}")
   side = math.isqrt(n)
   _require(1 <= config.coverage_grid <= side, "coverage_grid", config.coverage_grid,
            f"allowed: 1..{side} (the patch grid's side)")
 
-  r = config.report
+
+def _report(r, budgets, labels) -> "Report":
+  """config.report checked -> Report; the map's budget is the nearest one the sweep runs."""
   _require(r.n_boot >= 1, "report.n_boot", r.n_boot, "it must be >= 1")
   rates = channel.parse_rates(r.rates)
   _require(r.channel in rates, "report.channel", r.channel, f"allowed: {', '.join(rates)}")
@@ -291,24 +312,11 @@ def make(config) -> "Plan":
            "give (lo, hi) with lo <= hi")
   # The map shows what the sweep sent, so its budget is one the sweep runs.
   map_budget = min(budgets, key=lambda b: (abs(b - r.map_budget), b))
-  labels = [rule.label for rule in rules]
   compare_to = tuple(_once(_items(r.get("compare_to", "topk"), "report.compare_to"),
                            "report.compare_to", r.get("compare_to")))
   for ref in compare_to:
     _require(ref in labels or ref == "topk", "report.compare_to", ref,
              f"compare with rules this sweep runs: {', '.join(labels)}")
   beyond = _beyond(r.get("beyond"), labels, compare_to)
-
-  return Plan(
-      rules=rules, budgets=budgets, bits_per_unit=int(bits), importance=config.importance,
-      gate=Gate(g.measure, float(g.eta), float(g.fraction)),
-      edge=Model(config.edge.variant, config.edge.checkpoint),
-      server=Model(config.server.variant, config.server.checkpoint),
-      dataset=ml_collections.FrozenConfigDict(ds), num_patches=n, patch_size=patch,
-      num_images=int(config.num_images), coverage_grid=int(config.coverage_grid),
-      seed=int(config.seed), compute_dtype=config.compute_dtype,
-      batch_size=int(config.batch_size), server_batch_size=int(config.server_batch_size),
-      chunk_size=int(config.chunk_size),
-      report=Report(int(r.n_boot), r.channel, tuple(rates.items()), int(map_budget),
-                    int(r.map_examples), moderate, compare_to, beyond),
-      config_json=config.to_json())
+  return Report(int(r.n_boot), r.channel, tuple(rates.items()), int(map_budget),
+                int(r.map_examples), moderate, compare_to, beyond)

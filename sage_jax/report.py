@@ -10,9 +10,9 @@ import json
 import math
 import os
 
+from sage_jax import beyond as beyond_lib
 from sage_jax import channel, figures, files, metrics
 from sage_jax.metrics import COLUMNS
-from sage_jax.workdir import npz_bytes
 
 
 def _fmt(v):
@@ -143,7 +143,7 @@ def paper_claims(rows, num_patches: int, moderate=(12, 24)) -> list:
     txt += f"; grid beats random at {beats} of {len(mod)} of these budgets"
     if "diff_vs_random" in by[("grid", mod[0])]:  # paired, when the config compares with random
       txt += " (grid - random: " + "; ".join(
-          f"K={b} {_vs(by[('grid', b)], 'random')}" for b in mod) + ")"
+          f"K={b} {metrics.paired_text(by[('grid', b)], 'random')}" for b in mod) + ")"
     out.append(txt + ".")
   return out
 
@@ -160,7 +160,7 @@ def _topk_vs_random(by, budgets, num_patches) -> str:
     above += lo > 0
     under += hi < 0
     parts.append(f"K={b}: {_pct(by[('topk', b)]['offloaded_acc'])} vs "
-                 f"{_pct(r['offloaded_acc'])} ({_pts(diff)} pts, 95% CI [{_pts(lo)}, {_pts(hi)}])")
+                 f"{_pct(r['offloaded_acc'])} ({metrics.points(diff)} pts, 95% CI [{metrics.points(lo)}, {metrics.points(hi)}])")
   return (f"Top-K vs random on offloaded images: top-K's paired 95% interval lies above 0 at "
           f"{above} and below 0 at {under} of {len(below)} budgets below N. "
           + "; ".join(parts) + ".")
@@ -216,151 +216,6 @@ def _swap_table(rows, budgets) -> str:
   return "\n".join(lines)
 
 
-# ----------------------------------------------------------------- Beyond the paper (issue 14)
-REFS = ("sage", "diversity")  # the goal's two rules to beat
-SMALL_K = 16                  # the goal's budgets: K <= 16
-
-
-def _pts(x):
-  return f"{100 * x:+.1f}"
-
-
-def _vs(row, ref):
-  """'+3.5 [+0.8, +6.1], p=0.012': paired difference (points), 95% interval, McNemar p."""
-  diff, lo, hi, p = (row[c] for c in metrics.comparison_columns(ref))
-  if math.isnan(diff):
-    return "n/a"
-  return f"{_pts(diff)} [{_pts(lo)}, {_pts(hi)}], p={p:.2g}"
-
-
-def goal_check(rows, label, refs=REFS, small_k=SMALL_K) -> dict:
-  """Issue 14's goal for rule `label`, from the rows' paired comparisons.
-
-  win at K: the 95% interval of the difference is above 0 against every rule of refs;
-  loss at K: it is below 0 against the better of refs there (the higher offloaded
-  accuracy; against either when tied). Reached: wins at >= all but one of the budgets
-  K <= small_k (4 of 5 for 4, 6, 8, 12, 16) and no loss at any budget.
-  """
-  by = {(r["method"], r["budget"]): r for r in rows}
-  budgets = sorted(b for m, b in by if m == label)
-  wins, losses = [], []
-  for b in budgets:
-    row = by[(label, b)]
-    best = max(by[(x, b)]["offloaded_acc"] for x in refs)
-    if all(row[f"diff_vs_{x}_lo"] > 0 for x in refs) and b <= small_k:
-      wins.append(b)
-    if any(row[f"diff_vs_{x}_hi"] < 0 for x in refs if by[(x, b)]["offloaded_acc"] == best):
-      losses.append(b)
-  small = [b for b in budgets if b <= small_k]
-  need = max(1, len(small) - 1)
-  return dict(wins=wins, losses=losses, small=small, budgets=budgets, need=need,
-              reached=len(wins) >= need and not losses)
-
-
-def _vs_better(by, label, b, refs=REFS) -> str:
-  """'54.8 (+3.5 [+0.8, +6.1])': accuracy, and the paired difference against the better of
-  refs at budget b (when tied, the comparison with the lower upper bound)."""
-  row = by[(label, b)]
-  best = max(by[(x, b)]["offloaded_acc"] for x in refs)
-  ref = min((x for x in refs if by[(x, b)]["offloaded_acc"] == best),
-            key=lambda x: row[f"diff_vs_{x}_hi"])
-  diff, lo, hi, _ = (row[c] for c in metrics.comparison_columns(ref))
-  return f"{100 * row['offloaded_acc']:.1f} ({_pts(diff)} [{_pts(lo)}, {_pts(hi)}])"
-
-
-def _goal_sentence(label, g) -> str:
-  ks = lambda xs: f" (K={', '.join(map(str, xs))})" if xs else ""
-  return (f"`{label}` is significantly better than both SAGE and diversity at {len(g['wins'])} "
-          f"of the {len(g['small'])} budgets K <= {SMALL_K}{ks(g['wins'])} and significantly "
-          f"worse than the better of the two at {len(g['losses'])} of the {len(g['budgets'])} "
-          f"budgets{ks(g['losses'])}")
-
-
-def map_columns(beyond) -> list:
-  """The beyond map's rules: the baselines, then each idea's leading rule."""
-  return list(dict.fromkeys(["topk", "sage", "diversity", beyond.frozen] +
-                            [idea.labels[0] for idea in beyond.ideas]))
-
-
-def beyond_section(rows, beyond, map_budget, map_file="beyond_map.png") -> str:
-  """report.md's "Beyond the paper": the goal checked for the frozen rule, accuracies, every
-  new rule against SAGE, diversity and top-K per budget, one verdict per idea."""
-  by = {(r["method"], r["budget"]): r for r in rows}
-  budgets = sorted({r["budget"] for r in rows})
-  g = goal_check(rows, beyond.frozen)
-  verdict = "the goal is reached" if g["reached"] else "the goal is not reached"
-  new = list(dict.fromkeys([beyond.frozen] + [x for i in beyond.ideas for x in i.labels]))
-  shown = list(dict.fromkeys(["topk", "random", "sage", "diversity"] + new))
-  shown = [m for m in shown if (m, budgets[0]) in by]
-  acc_rows = []
-  for m in shown:
-    cells = [f"{100 * by[(m, b)]['offloaded_acc']:.1f}" for b in budgets]
-    if m in new:
-      gm = goal_check(rows, m)
-      cells += [str(len(gm["wins"])), str(len(gm["losses"]))]
-    else:
-      cells += ["", ""]
-    acc_rows.append(f"| `{m}` | " + " | ".join(cells) + " |")
-  head = ("| rule | " + " | ".join(f"K={b}" for b in budgets) +
-          f" | better than both (K<={SMALL_K}) | worse than the better |")
-
-  def against_better(labels):
-    lines = [head, "|---|" + "---:|" * (len(budgets) + 2)]
-    for m in labels:
-      gm = goal_check(rows, m)
-      lines.append(f"| `{m}` | " + " | ".join(_vs_better(by, m, b) for b in budgets) +
-                   f" | {len(gm['wins'])} | {len(gm['losses'])} |")
-    return "\n".join(lines)
-
-  def versus(labels):
-    lines = ["| rule | K | accuracy | vs SAGE | vs diversity | vs top-K |",
-             "|---|---:|---:|---|---|---|"]
-    for m in labels:
-      for b in budgets:
-        r = by[(m, b)]
-        lines.append(f"| `{m}` | {b} | {100 * r['offloaded_acc']:.1f} | {_vs(r, 'sage')} | "
-                     f"{_vs(r, 'diversity')} | {_vs(r, 'topk')} |")
-    return "\n".join(lines)
-
-  out = [
-      "## Beyond the paper: evidence selection that survives unreliable attention", "",
-      f"This run: {beyond.half}. The rule `{beyond.frozen}` and every parameter below were "
-      "fixed on the development half (Fashion-MNIST test images 0..4999) before the "
-      "reporting half (5000..9999) was run; docs/beyond.md has the protocol and the "
-      "development tables.", "",
-      f"Goal (issue 14): significantly better than both SAGE and diversity (paired 95% "
-      f"interval above 0) at >= {g['need']} of the {len(g['small'])} budgets K <= {SMALL_K}, "
-      "and never significantly worse than the better of the two at any budget.", "",
-      f"**{_goal_sentence(beyond.frozen, g)}: {verdict}.**", "",
-      "### Accuracy on the offloaded images (%)", "",
-      "The last two columns count budgets (paired 95% intervals; the better of SAGE and "
-      "diversity is the one with the higher accuracy at that budget).", "",
-      head, "|---|" + "---:|" * (len(budgets) + 2), *acc_rows, "",
-      f"### `{beyond.frozen}` against SAGE, diversity and top-K", "",
-      "Difference in offloaded accuracy (points), paired bootstrap 95% interval over the "
-      "offloaded images, exact McNemar p.", "",
-      versus([beyond.frozen]), "",
-      "### The ideas, one by one", "",
-      f"![what each idea's leading rule sends at K={map_budget}]({map_file})", "",
-      f"The map ({map_file}) shows what top-K, SAGE, diversity and each idea's leading rule "
-      f"send at K={map_budget} for the first offloaded images (sent patches bright). Each "
-      "idea's sentence is computed from the table above it; its reason was written on the "
-      "development half, before this run, for either outcome. The first table of each idea "
-      "gives the accuracy (%) and, in brackets, the paired difference (points, 95% interval) "
-      "against the better of SAGE and diversity at that budget; the second every comparison "
-      "with its McNemar p.", ""]
-  for idea in beyond.ideas:
-    lead = idea.labels[0]
-    gl = goal_check(rows, lead)
-    helped = bool(gl["wins"]) and not gl["losses"]
-    members = [m for m in idea.labels if (m, budgets[0]) in by]
-    out += [f"#### {idea.title}", "",
-            f"{_goal_sentence(lead, gl)}, so it {'helped' if helped else 'did not help'}: "
-            f"{idea.helped if helped else idea.not_helped} (map column `{lead}`).", "",
-            against_better(members), "", versus(members), ""]
-  return "\n".join(out)
-
-
 def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="") -> str:
   head = rows[0]
   budgets = sorted({r["budget"] for r in rows})
@@ -403,7 +258,7 @@ def write_all(rows, workdir, records, plan, examples=None):
                           plan.report.n_boot)
   files.write(os.path.join(workdir, "results.csv"), to_csv(rows))
   files.write(os.path.join(workdir, "results.json"), to_json(rows))
-  files.write(os.path.join(workdir, "per_image.npz"), npz_bytes(records))
+  files.write(os.path.join(workdir, "per_image.npz"), files.npz_bytes(records))
   if rows[0]["n_offloaded"] == 0:  # no accuracy to plot or compare
     text = nothing_offloaded(rows[0], plan.gate, records["score"])
     files.write(os.path.join(workdir, "report.md"),
@@ -421,9 +276,9 @@ def write_all(rows, workdir, records, plan, examples=None):
                           examples["map_keep_mask"], plan.labels, plan.patch_size,
                           os.path.join(workdir, "selection_map.png"))
     if beyond is not None:
-      cols = [plan.labels.index(m) for m in map_columns(beyond)]
+      cols = [plan.labels.index(m) for m in beyond_lib.map_columns(beyond)]
       figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"][:, cols],
-                            examples["map_keep_mask"][:, cols], map_columns(beyond),
+                            examples["map_keep_mask"][:, cols], beyond_lib.map_columns(beyond),
                             plan.patch_size, os.path.join(workdir, "beyond_map.png"))
   m = rows[0]["n_offloaded"]
   if m < MIN_OFFLOADED:
@@ -435,7 +290,7 @@ def write_all(rows, workdir, records, plan, examples=None):
     claims = paper_claims(rows, plan.num_patches, cfg.moderate)
   section = ""
   if beyond is not None:
-    section = (beyond_section(rows, beyond, cfg.map_budget) if m >= MIN_OFFLOADED else
+    section = (beyond_lib.section(rows, beyond, cfg.map_budget) if m >= MIN_OFFLOADED else
                "## Beyond the paper\n\nToo few offloaded images to check the goal.")
   md = report_md(rows, claims,
                  channel.channel_table(sorted(plan.budgets), plan.bits_per_unit, rates),

@@ -323,121 +323,6 @@ def tome(importance, embeddings, key, budget):
   return _fixed(reps[_top(importance[reps], budget)], budget)
 
 
-# Relevance-diversity rules (issue 14): the shipped edge's attention has sinks, so top-K and
-# SAGE's pool of the 2K most attended patches send background, while pure max-min
-# `diversity` ignores the attention altogether. Each rule below trades the two per image;
-# docs/beyond.md has their development tables and the frozen choice.
-def _check_range(name, value, lo, hi=math.inf):
-  """Python numbers are checked; a traced value (a sweep over it under jit) is not."""
-  if isinstance(value, (int, float)) and not lo <= value <= hi:
-    allowed = f"in [{lo}, {hi}]" if hi < math.inf else f">= {lo}"
-    raise ValueError(f"{name} {value} is not allowed; it must be {allowed}")
-
-
-def mmr(importance, embeddings, key, budget, relevance_weight=0.5):
-  """Maximal marginal relevance (Carbonell & Goldstein 1998) on cosine similarity.
-
-  importance: f32[N] (>= 0), embeddings: f32[N, D]. Relevance r = importance / max(importance),
-  so the most important patch has r = 1. The first pick is the most important patch; each
-  next one is the unpicked patch maximising
-      relevance_weight * r_i - (1 - relevance_weight) * max_{j picked} cos(e_i, e_j),
-  cosines of L2-normalised embeddings (a zero embedding has cosine 0 with everything).
-  Ties to the lowest patch index. relevance_weight = 1 is topk, 0 is `diversity`.
-  Why it adapts per image: r is scaled by the image's own maximum, so a peaked importance
-  keeps its few high patches ahead of the redundancy penalty (topk-like), while a flat one
-  (sinks, diffuse attention) leaves every r close and the redundancy term decides
-  (diversity-like). All importances zero: r = 0, diversity seeded at patch 0.
-  """
-  del key
-  n = importance.shape[0]
-  _check_budget(budget, n)
-  _check_range("relevance_weight", relevance_weight, 0, 1)
-  importance = jnp.asarray(importance)
-  r = importance / jnp.maximum(importance.max(), 1e-12)
-  x = _l2_normalize(jnp.asarray(embeddings))
-  sim = _same_is_one(x @ x.T)
-  seed = jnp.argmax(importance)
-
-  def pick(i, carry):
-    chosen, max_sim, taken = carry
-    gain = relevance_weight * r - (1.0 - relevance_weight) * max_sim
-    j = jnp.argmax(jnp.where(taken, -jnp.inf, gain))
-    return chosen.at[i].set(j), jnp.maximum(max_sim, sim[j]), taken.at[j].set(True)
-
-  carry = (jnp.zeros(budget, jnp.int32).at[0].set(seed), sim[seed],
-           jnp.zeros(n, bool).at[seed].set(True))
-  return _fixed(jax.lax.fori_loop(1, budget, pick, carry)[0], budget)
-
-
-def perplexity(importance):
-  """exp(Shannon entropy) of importance / sum: the effective number of attended patches."""
-  p = importance / jnp.maximum(jnp.sum(importance), 1e-12)
-  return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
-
-
-def sage_adaptive(importance, embeddings, key, budget, pool_ratio=2.0, perplexity_ratio=1.0):
-  """SAGE whose pool follows how concentrated the image's importance is.
-
-  importance: f32[N], embeddings: f32[N, D]. Pool = the P most important patches (ties to
-  the lower index), P = clip(max(ceil(pool_ratio*K), ceil(perplexity_ratio*perplexity)), K, N),
-  then greedy max-min cosine inside the pool seeded at the most important patch, as `sage`.
-  A concentrated importance (perplexity <= pool_ratio*K) gives SAGE itself; a diffuse one
-  widens the pool towards all N patches, i.e. towards `diversity`. Equal importance:
-  perplexity N, pool N. The pool is a mask, so shapes stay static.
-  """
-  del key
-  n = importance.shape[0]
-  _check_budget(budget, n)
-  if not pool_ratio > 0:
-    raise ValueError(f"pool_ratio {pool_ratio} is not allowed; it must be > 0")
-  _check_range("perplexity_ratio", perplexity_ratio, 0)
-  importance = jnp.asarray(importance)
-  size = jnp.clip(jnp.maximum(math.ceil(pool_ratio * budget),
-                              jnp.ceil(perplexity_ratio * perplexity(importance))), budget, n)
-  in_pool = jnp.zeros(n, bool).at[_top(importance, n)].set(jnp.arange(n) < size)
-  x = _l2_normalize(jnp.asarray(embeddings))
-  seed = jnp.argmax(importance)
-  min_dist = jnp.where(in_pool, 1.0 - _same_is_one(x @ x[seed]), -jnp.inf).at[seed].set(-jnp.inf)
-  rest = _greedy_maxmin(x, min_dist, budget - 1)
-  return _fixed(jnp.concatenate([seed[None].astype(jnp.int32), rest]), budget)
-
-
-def dpp(importance, embeddings, key, budget, quality_exponent=1.0, ridge=1e-3):
-  """Greedy MAP of a quality-diversity DPP (Chen, Zhang & Zhou 2018, fast greedy MAP).
-
-  importance: f32[N], embeddings: f32[N, D]. Kernel L = diag(q) (X X^T + ridge I) diag(q),
-  X the L2-normalised embeddings, q = (importance / max)^quality_exponent. Each step adds
-  the patch with the largest remaining conditional variance d_i^2 = L_ii - |c_i|^2
-  (incremental Cholesky), i.e. the largest gain in log det L_S; the first pick is the most
-  important patch when quality_exponent > 0. Ties to the lowest index. quality_exponent 0:
-  volume diversity alone; large: towards topk. The ridge keeps L positive definite, so
-  identical or zero embeddings still give K distinct picks (in importance order).
-  """
-  del key
-  n = importance.shape[0]
-  _check_budget(budget, n)
-  _check_range("quality_exponent", quality_exponent, 0)
-  if isinstance(ridge, (int, float)) and not ridge > 0:
-    raise ValueError(f"ridge {ridge} is not allowed; it must be > 0")
-  importance = jnp.asarray(importance)
-  q = (importance / jnp.maximum(importance.max(), 1e-12)) ** quality_exponent
-  x = _l2_normalize(jnp.asarray(embeddings))
-  # The diagonal x_i . x_i is exactly 1 (0 for a zero embedding), not the computed product:
-  # with equal importance the first pick is then an exact tie, given to the lowest index.
-  gram = jnp.where(jnp.eye(n, dtype=bool), jnp.any(x != 0, axis=1)[:, None], _same_is_one(x @ x.T))
-  kernel = q[:, None] * (gram + ridge * jnp.eye(n)) * q[None, :]
-
-  def pick(k, carry):
-    chosen, cis, d2, taken = carry
-    j = jnp.argmax(jnp.where(taken, -jnp.inf, d2))
-    e = (kernel[j] - cis.T @ cis[:, j]) / jnp.sqrt(jnp.maximum(d2[j], 1e-30))
-    return chosen.at[k].set(j), cis.at[k].set(e), d2 - e**2, taken.at[j].set(True)
-
-  carry = (jnp.zeros(budget, jnp.int32), jnp.zeros((budget, n)), jnp.diag(kernel),
-           jnp.zeros(n, bool))
-  return _fixed(jax.lax.fori_loop(0, budget, pick, carry)[0], budget)
-
-
 class Rule(NamedTuple):
   """A registry entry: the rule's function and the parameter `rule@value` sets (if any)."""
   fn: Callable
@@ -460,9 +345,6 @@ RULES = {
     "swap": Rule(swap, primary="swap_frac"),
     "bat": Rule(bat, primary="attentive_frac"),
     "tome": Rule(tome),
-    "mmr": Rule(mmr, primary="relevance_weight"),
-    "sage_adaptive": Rule(sage_adaptive, primary="perplexity_ratio"),
-    "dpp": Rule(dpp, primary="quality_exponent"),
 }
 
 
@@ -478,3 +360,7 @@ def select_batch(name, importance, embeddings, image_index, budget, seed=0, **kw
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(image_index)
   return jax.vmap(lambda imp, emb, k: rule(imp, emb, k, budget, **kwargs))(
       importance, embeddings, keys)
+
+
+# Registers mmr, sage_adaptive and dpp (after the rules above, in that order).
+from sage_jax import relevance_diversity  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import

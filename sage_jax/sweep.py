@@ -5,12 +5,13 @@ the images go through the jitted pipeline (`pipeline.evaluate`) in chunks of
 `chunk_size`, each finished chunk is saved in the workdir (a killed run redoes at most
 one), and process 0 writes the results, the plots, report.md and timing.json.
 """
+import contextlib
 import dataclasses
 import itertools
 import json
 import os
 import signal
-import time
+from typing import Any, NamedTuple
 
 from absl import logging
 import jax
@@ -33,7 +34,7 @@ def chunk_ranges(n_images: int, size: int) -> list:
   return [(s, min(s + size, n_images)) for s in range(0, n_images, size)]
 
 
-def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
+def sweep_chunks(plan, models, workdir=None, progress=False, timer=timing.NULL):
   """Runs the sweep -> (per-image records in dataset order, counts of the work done).
 
   Records as `pipeline.evaluate`'s, over every chunk, plus the gate's threshold. With a
@@ -52,7 +53,7 @@ def evaluate(plan, models, workdir=None, progress=False, timer=timing.NULL):
     return u
 
   with timer("host"):
-    threshold = offload.threshold(plan.gate, gate_uncertainties)
+    threshold = offload.gate_threshold(plan.gate, gate_uncertainties)
   ranges = chunk_ranges(n_images, size)
   own, todo = {}, []
   for c in distributed.my_chunks(len(ranges)):
@@ -101,16 +102,26 @@ def _add(a: dict, b: dict) -> dict:
           for k, v in b.items()}
 
 
+class Result(NamedTuple):
+  """What the main job returns: the rows written, timing.json's breakdown, and what the
+  rows were measured with (the checked plan, the models)."""
+  rows: list
+  timing: dict
+  plan: Any
+  models: Any
+
+
 def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
-        stats=None) -> list:
+        compile_stats=None, window=contextlib.nullcontext) -> Result:
   """Main job: sweep every (rule, budget); write results, plots, report.md and timing.json.
 
   Resumes from the workdir's finished chunks when started again with the same config,
   checkpoints and dataset. The workdir may be local or on any filesystem TensorFlow's gfile
-  knows (gs://...). stats: compile_cache.Stats, to count compilation apart in timing.json.
+  knows (gs://...). compile_stats: compile_cache.Stats, to count compilation apart in
+  timing.json. window: a context manager around the evaluation alone (models loaded,
+  nothing written yet), for measures that count what it reads.
   """
-  t0 = time.perf_counter()
-  timer = timing.Timer(stats)
+  timer = timing.Timer(compile_stats)
   # The outermost segment: host-side time no inner segment claims (e.g. the input
   # pipeline's teardown when evaluate returns), so the segments add up to the wall time.
   with timer("host"):
@@ -123,9 +134,10 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
       workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir,
                                          workdir_lib.run_inputs(plan))
       models = pipeline.load_models(plan)
-    records, counts = evaluate(plan, models, workdir, progress, timer)
+    with window():
+      records, counts = sweep_chunks(plan, models, workdir, progress, timer)
     if jax.process_index() != 0:  # every process holds every record; process 0 writes
-      return []
+      return Result([], {}, plan, models)
     with timer("write"):
       examples = {k: records.pop(k)[:plan.report.map_examples] for k in pipeline.MAP_KEYS}
       rows = metrics.summarize(records, plan.labels, list(plan.budgets), plan.num_patches,
@@ -133,9 +145,21 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
       if rows[0]["n_offloaded"] == 0:
         logging.warning(report.nothing_offloaded(rows[0], plan.gate, records["score"]))
       report.write_all(rows, workdir, records, plan, examples)
-  wall = time.perf_counter() - t0
-  breakdown = dict(wall_s=wall, segments_s=dict(timer.seconds), images=len(records["index"]),
-                   **counts)
+  breakdown = _breakdown(timer, counts, plan, models, len(records["index"]))
+  files.write(os.path.join(workdir, "timing.json"),
+              (json.dumps(breakdown, indent=1) + "\n").encode())
+  logging.info("sweep finished in %.1f s: %s; server %.1f GFLOP/s while computing",
+               breakdown["wall_s"], timer.summary(), breakdown.get("server_flops_per_s", 0.0) / 1e9)
+  print(report.format_table(rows))
+  print(f"wrote results.csv, results.json, per_image.npz, report.md and plots to {workdir} "
+        f"({breakdown['wall_s']:.1f} s)")
+  return Result(rows, breakdown, plan, models)
+
+
+def _breakdown(timer, counts, plan, models, images) -> dict:
+  """timing.json: the wall time, its segments, the work counted, the server's FLOP/s."""
+  wall = timer.total()
+  breakdown = dict(wall_s=wall, segments_s=dict(timer.seconds), images=images, **counts)
   if counts.get("server_calls"):  # the server's FLOPs (vit.forward_flops) over its time computing
     kept = {k: int(k) if k != "ceiling" else plan.num_patches for k in counts["server_calls"]}
     flops = sum(n * counts["server_batch_size"] * vit.forward_flops(
@@ -143,11 +167,4 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
     seg = timer.seconds
     computing = wall - seg["setup"] - seg["compile"] - seg["write"]
     breakdown.update(server_flops=flops, server_flops_per_s=flops / max(computing, 1e-9))
-  files.write(os.path.join(workdir, "timing.json"),
-              (json.dumps(breakdown, indent=1) + "\n").encode())
-  logging.info("sweep finished in %.1f s: %s; server %.1f GFLOP/s while computing", wall,
-               timer.summary(), breakdown.get("server_flops_per_s", 0.0) / 1e9)
-  print(report.format_table(rows))
-  print(f"wrote results.csv, results.json, per_image.npz, report.md and plots to {workdir} "
-        f"({wall:.1f} s)")
-  return rows
+  return breakdown

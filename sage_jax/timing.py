@@ -1,4 +1,4 @@
-"""Where a sweep's time goes: exclusive segments of the host's wall clock.
+"""The one clock: where a sweep's time goes (`Timer`), and the best of N calls (`best_of`).
 
 `with timer("input_wait"): ...` adds the time inside to that segment and takes it out of
 the enclosing one, so the segments add up to the time spent inside any of them. XLA
@@ -7,19 +7,21 @@ reported by JAX (`compile_cache.Stats`) are moved from that segment to "compile"
 """
 import collections
 import contextlib
+import math
 import time
+
+import jax
 
 
 class Timer:
 
-  def __init__(self, stats=None):
-    self.stats = stats            # compile_cache.Stats, or None (no compile segment)
+  def __init__(self, compile_stats=None):
+    self.compile_stats = compile_stats  # compile_cache.Stats, or None (no compile segment)
     self.seconds = collections.defaultdict(float)
-    self.counts = collections.Counter()
     self._stack = []              # [seconds, compile seconds] spent in children
 
   def _compiled(self) -> float:
-    return self.stats.seconds if self.stats is not None else 0.0
+    return self.compile_stats.seconds if self.compile_stats is not None else 0.0
 
   @contextlib.contextmanager
   def __call__(self, name: str):
@@ -37,10 +39,42 @@ class Timer:
         self._stack[-1][0] += wall
         self._stack[-1][1] += compiled
 
+  def total(self) -> float:
+    return sum(self.seconds.values())
+
   def summary(self) -> str:
-    total = sum(self.seconds.values())
+    total = self.total()
     return ", ".join(f"{k} {v:.1f} s ({100 * v / max(total, 1e-9):.0f}%)"
                      for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1]))
 
 
 NULL = Timer()  # for callers that do not time
+
+
+def best_of(fn, repeats: int = 1, warmup: int = 0, min_seconds: float = 0.0,
+            max_calls: int = 200, sync=lambda: None) -> tuple:
+  """-> (seconds, output) of the fastest timed call of fn() after `warmup` untimed calls.
+
+  At least `repeats` calls are timed, and cheap calls are repeated until `min_seconds` have
+  passed (at most `max_calls`): on shared cores a single short call is often preempted.
+  jax outputs are waited for (block_until_ready); `sync` drains any other queue (torch's
+  CUDA stream) before the clock starts and before it stops.
+  """
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+    sync()
+  best, total, calls = (math.inf, None), 0.0, 0
+  while calls < max(1, repeats) or (total < min_seconds and calls < max_calls):
+    sync()
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    sync()
+    seconds = time.perf_counter() - t0
+    best, total, calls = min(best, (seconds, out), key=lambda x: x[0]), total + seconds, calls + 1
+  return best
+
+
+def stopwatch():
+  """-> a function giving the seconds since this call (for progress lines)."""
+  t0 = time.perf_counter()
+  return lambda: time.perf_counter() - t0

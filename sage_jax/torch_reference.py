@@ -16,13 +16,12 @@ asynchronously: whoever reads a clock calls `sync()` first.
 """
 import contextlib
 import math
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sage_jax import vit
+from sage_jax import timing, vit
 
 THRESHOLD_RULES = ("threshold", "sum_threshold")
 TORCH_RULES = ("topk", "sage", "diversity") + THRESHOLD_RULES
@@ -193,14 +192,14 @@ def torch_sweep(edge, server, images, specs, budgets, n_off):
   preds, seconds = [], []
   sync()
   for name, kw in specs:
-    t0 = time.perf_counter()
+    elapsed = timing.stopwatch()
     for k in budgets:
       out, off = offloaded()
       sel = torch_select(name, out["importance"][off], out["tokens"][off], k, kw)
       preds.append(torch_server(server, images[off], sel))
     sync()
-    seconds.append(time.perf_counter() - t0)
-  t0 = time.perf_counter()
+    seconds.append(elapsed())
+  elapsed = timing.stopwatch()
   server(images[offloaded()[1]])
   sync()
-  return preds, seconds, time.perf_counter() - t0
+  return preds, seconds, elapsed()

@@ -9,7 +9,6 @@ shape, hence a few buckets rather than any count.
 """
 import json
 import os
-import time
 
 from absl import logging
 import jax
@@ -17,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sage_jax import checkpoints, data, files, vit
+from sage_jax import checkpoints, data, files, timing, vit
 
 
 def _augment(key, images, pad: int):
@@ -55,7 +54,7 @@ def make_train_step(model, tx, keep: int, num_patches: int, smoothing: float, pa
   return step
 
 
-def evaluate(model, params, images, labels, cfg, batch_size=1000):
+def accuracy(model, params, images, labels, cfg, batch_size=1000):
   """Test accuracy with all patches."""
   fwd = jax.jit(lambda p, x: model.apply({"params": p}, x)[0].argmax(-1))
   correct = 0
@@ -79,6 +78,52 @@ def _check(t) -> None:
                      ".msgpack (it is written into --workdir)")
 
 
+def _arrays(ds_cfg, eval_images: int) -> tuple:
+  """-> ((train images, labels), (test images, labels)); eval_images > 0: the first N test
+  images (a quick check)."""
+  x_train, y_train = data.load_arrays(ds_cfg, "train")
+  x_test, y_test = data.load_arrays(ds_cfg, "test")
+  if eval_images > 0:
+    x_test, y_test = x_test[:eval_images], y_test[:eval_images]
+  return (x_train, y_train), (x_test, y_test)
+
+
+def _optimizer(t, total: int):
+  """AdamW on a warmup-cosine schedule, gradients clipped. The schedule is the full run's,
+  so a run cut short by max_steps is its prefix."""
+  sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, total, t.lr * 1e-2)
+  return optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(sched, weight_decay=t.weight_decay))
+
+
+def _epoch(steps, keeps, params, opt_state, x_train, y_train, ds_cfg, batch_size, rng, keys):
+  """One epoch's steps (one per key) over a fresh permutation; each step's keep bucket is
+  drawn from rng -> (params, opt_state, losses)."""
+  perm = rng.permutation(len(x_train))
+  losses = []
+  for s, step_key in enumerate(keys):
+    idx = perm[s * batch_size:(s + 1) * batch_size]
+    k = keeps[rng.integers(len(keeps))]
+    params, opt_state, loss = steps[k](params, opt_state, data.normalize(x_train[idx], ds_cfg),
+                                       y_train[idx], step_key)
+    losses.append(loss)
+  return params, opt_state, losses
+
+
+def _init_from(params, path: str):
+  """A trained checkpoint of the same variant as the starting point (fine-tuning). Its
+  position embeddings are resized bilinearly to this model's patch grid, as ViT and DeiT
+  fine-tune at a new resolution; every other parameter must have this model's shape."""
+  src, _ = checkpoints.load(path)
+  pos, want = np.asarray(src["pos_embed"]), params["pos_embed"].shape
+  if pos.shape != want:
+    g0, g1 = int(np.sqrt(pos.shape[1] - 1)), int(np.sqrt(want[1] - 1))
+    grid = jax.image.resize(pos[0, 1:].reshape(g0, g0, -1), (g1, g1, pos.shape[-1]), "bilinear")
+    src["pos_embed"] = np.concatenate([pos[:, :1], np.asarray(grid).reshape(1, g1 * g1, -1)], 1)
+  checkpoints.check_shapes(src, params, path)
+  return jax.tree.map(jnp.asarray, src)
+
+
 def train_and_save(config, workdir: str) -> dict:
   """Trains `config.train` and writes WORKDIR/<train.output> (the checkpoint) and
   WORKDIR/<name>.json (the epochs' loss and test accuracy, rewritten after each
@@ -94,10 +139,7 @@ def train_and_save(config, workdir: str) -> dict:
     raise PermissionError(f"workdir {workdir} is not writable ({e.strerror})") from None
   ckpt_path = os.path.join(workdir, t.output)
   log_path = os.path.splitext(ckpt_path)[0] + ".json"
-  x_train, y_train = data.load_arrays(ds_cfg, "train")
-  x_test, y_test = data.load_arrays(ds_cfg, "test")
-  if t.eval_images > 0:  # the first N test images (a quick check)
-    x_test, y_test = x_test[:t.eval_images], y_test[:t.eval_images]
+  (x_train, y_train), (x_test, y_test) = _arrays(ds_cfg, t.eval_images)
   model = vit.Model(ds_cfg.num_classes, t.variant, ds_cfg.image_size)
   n = model.num_patches
   rng = np.random.default_rng(t.seed)
@@ -105,12 +147,11 @@ def train_and_save(config, workdir: str) -> dict:
   # were trained from these.
   params = model.init(jax.random.PRNGKey(t.seed),
                       jnp.zeros((1, ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels)))["params"]
+  if t.get("init_from"):
+    params = _init_from(params, t.init_from)
   steps_per_epoch = len(x_train) // t.batch_size
   total = steps_per_epoch * t.epochs
-  # The schedule is the full run's, so a run cut short by max_steps is its prefix.
-  sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, total, t.lr * 1e-2)
-  tx = optax.chain(optax.clip_by_global_norm(1.0),
-                   optax.adamw(sched, weight_decay=t.weight_decay))
+  tx = _optimizer(t, total)
   opt_state = tx.init(params)
   keeps = tuple(t.patch_drop_keep) if t.patch_drop_keep else (n,)
   steps = {k: make_train_step(model, tx, min(k, n), n, t.label_smoothing, t.crop_pad) for k in keeps}
@@ -126,19 +167,15 @@ def train_and_save(config, workdir: str) -> dict:
   for epoch in range(t.epochs):
     if done == limit:
       break
-    t0 = time.time()
-    perm = rng.permutation(len(x_train))
-    losses = []
-    for s in range(min(steps_per_epoch, limit - done)):
-      idx = perm[s * t.batch_size:(s + 1) * t.batch_size]
-      k = keeps[rng.integers(len(keeps))]
-      params, opt_state, loss = steps[k](params, opt_state, data.normalize(x_train[idx], ds_cfg),
-                                         y_train[idx], jax.random.fold_in(key, epoch * steps_per_epoch + s))
-      losses.append(loss)
+    elapsed = timing.stopwatch()
+    keys = [jax.random.fold_in(key, epoch * steps_per_epoch + s)
+            for s in range(min(steps_per_epoch, limit - done))]
+    params, opt_state, losses = _epoch(steps, keeps, params, opt_state, x_train, y_train,
+                                       ds_cfg, t.batch_size, rng, keys)
     done += len(losses)
-    acc = evaluate(model, params, x_test, y_test, ds_cfg)
+    acc = accuracy(model, params, x_test, y_test, ds_cfg)
     history.append(dict(epoch=epoch + 1, steps=done, loss=float(np.mean(jax.device_get(losses))),
-                        test_acc=acc, seconds=time.time() - t0))
+                        test_acc=acc, seconds=elapsed()))
     logging.info("epoch %d (%d steps): loss %.4f test_acc %.4f (%.0f s)", *history[-1].values())
     log = dict(meta, checkpoint=os.path.basename(ckpt_path), steps=done, total_steps=total,
                test_images=len(x_test), test_acc=acc, history=history)

@@ -5,7 +5,7 @@ One module serves both roles:
             out["attn"] (last block, all heads, f32[B, H, T, T]), out["attns"]
             (every block), out["tokens"] (final-norm patch tokens, f32[B, N, D]),
             out["encoded"] (the last block's output before the final norm,
-            f32[B, T, D]) and out["patches"] (the input patches, f32[B, N, P]);
+            f32[B, T, D]);
   * server: `model.apply({"params": params}, images, keep_idx, keep_mask)` embeds only the
             kept patches, adds *their* position embeddings, prepends CLS and
             runs the encoder. Masked slots are excluded as attention keys, so
@@ -141,11 +141,15 @@ class ViT(nn.Module):
     x = LayerNorm(dtype=self.dtype, name="norm")(x)
     if not logits_only:
       out.update(attns=attns, attn=attns[-1], tokens=x[:, 1:].astype(jnp.float32),
-                 encoded=encoded.astype(jnp.float32), patches=patches)
+                 encoded=encoded.astype(jnp.float32))
     out["pre_logits"] = x[:, 0].astype(jnp.float32)
     logits = nn.Dense(self.num_classes, name="head",
                       kernel_init=nn.initializers.zeros)(out["pre_logits"])
     return logits, out
+
+
+# compute_dtype (config) -> the activations' dtype; params stay float32.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def Model(num_classes: int, variant: str, image_size: int, dtype=jnp.float32) -> ViT:

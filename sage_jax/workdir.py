@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 
 from absl import logging
 import numpy as np
@@ -149,20 +148,7 @@ def load_chunk(workdir, start, stop):
     return None
 
 
-def npz_bytes(arrays: dict) -> bytes:
-  """A compressed .npz with fixed timestamps (np.savez stamps the current time),
-  so the same arrays always give the same bytes."""
-  buf = io.BytesIO()
-  with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-    for name in sorted(arrays):
-      info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-      info.compress_type = zipfile.ZIP_DEFLATED
-      with zf.open(info, "w") as f:
-        np.lib.format.write_array(f, np.asarray(arrays[name]), allow_pickle=False)
-  return buf.getvalue()
-
-
 def save_chunk(workdir, start, stop, records) -> None:
   """Atomically (`files.write`): a chunk file is whole or absent."""
   files.makedirs(os.path.join(workdir, "progress"))
-  files.write(_chunk_path(workdir, start, stop), npz_bytes(records))
+  files.write(_chunk_path(workdir, start, stop), files.npz_bytes(records))

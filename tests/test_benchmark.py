@@ -1,4 +1,4 @@
-"""sage_jax.benchmark: a smoke run at tiny shapes, and its PyTorch reference against sage_jax.
+"""sage_jax.benchmark (configs/benchmark.py): a smoke run at tiny shapes, and its PyTorch reference against sage_jax.
 
 The reference is only worth timing if it computes what sage_jax computes: its forwards, its
 selections (same indices, in the same order) and its sweep's answers are checked here on the
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from sage_jax import benchmark, selection, torch_reference, vit
+from sage_jax import benchmark, measure, selection, torch_reference, vit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,16 +23,18 @@ torch.set_num_threads(2)
 
 
 def test_smoke_run_has_every_row(tmp_path):
-  out = tmp_path / "bench.json"
   proc = subprocess.run(
-      [sys.executable, "-m", "sage_jax.benchmark", "--shapes=fmnist", "--batch=4",
-       "--repeats=1", "--warmup=0", "--min_seconds=0", "--budgets=4", "--matmul_size=128",
-       "--scale_images=0", f"--out={out}"],  # the sweep at scale: test_device_bench.py
+      [sys.executable, "-m", "sage_jax.main", "--config=configs/benchmark.py:fmnist",
+       "--config.batch=4", "--config.repeats=1", "--config.warmup=0",
+       "--config.min_seconds=0", "--config.budgets=4", "--config.matmul_size=128",
+       "--config.scale.images=0",  # the sweep at scale: test_device_bench.py
+       f"--workdir={tmp_path}", "--compile_cache=off"],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(out.read_text())
-  assert result["complete"] and result["torch_device"] == "cpu"
-  rows = result["rows"]
+  result = json.loads((tmp_path / "benchmark.json").read_text())
+  assert result["complete"] and result["rows"][0]["torch_device"] == "cpu"
+  assert "| matmul fp32 128x128 |" in (tmp_path / "benchmark.md").read_text()
+  rows = [r for r in result["rows"] if r["table"] == "benchmark"]
   expected = {"matmul fp32 128x128", "edge forward", "server forward K=4",
               "sage % of server K=4", "full sweep 5x1, 2/4 off",
               "sweep, threshold rules 2x1", "full sweep, server rows run", "compile edge step",
@@ -48,8 +50,8 @@ def test_smoke_run_has_every_row(tmp_path):
     if r["unit"] in ("img/s", "GFLOP/s"):
       assert r["ratio"] > 0, r
     if "forward" in r["name"]:
-      for key in ("gflop_per_image", "jax_gflops", "torch_gflops", "jax_peak_frac",
-                  "torch_peak_frac"):
+      for key in ("gflop_per_image", "jax_gflops", "torch_gflops", "jax_peak_pct",
+                  "torch_peak_pct"):
         assert r[key] > 0, (r, key)
 
 
@@ -60,7 +62,7 @@ def test_torch_selections_equal_sage_jax(shape, n, d):
   imp = jax.nn.softmax(2.0 * rng.standard_normal((b, n)).astype(np.float32), -1)
   tokens = rng.standard_normal((b, n, d)).astype(np.float32)
   imp_t, tokens_t = torch.from_numpy(np.array(imp)), torch.from_numpy(tokens)
-  plan = benchmark.shape_plan(shape, torch_reference.TORCH_RULES, [1])
+  plan = measure.shape_plan(shape, torch_reference.TORCH_RULES, [1])
   cap_free = 0
   for rule in plan.rules:
     name, kw = rule.name, rule.kwargs
@@ -80,8 +82,8 @@ def test_torch_selections_equal_sage_jax(shape, n, d):
 
 @pytest.fixture(scope="module")
 def setup():
-  return benchmark.make_setup(benchmark.shape_plan("fmnist", torch_reference.TORCH_RULES, [12]),
-                              batch=6)
+  return benchmark.make_setup(measure.shape_plan("fmnist", torch_reference.TORCH_RULES, [12],
+                                                batch=6, server_batch=6))
 
 
 def test_torch_forwards_equal_sage_jax(setup):
@@ -119,8 +121,7 @@ def test_reference_sweep_answers_equal_sage_jax(setup):
 def test_torch_bf16_autocast_close_to_sage_jax_bf16():
   """The GPU configuration's numerics (bf16 activations, float32 weights), here on the CPU:
   torch under bf16 autocast against sage_jax with compute_dtype=bfloat16."""
-  su = benchmark.make_setup(
-      benchmark.shape_plan("fmnist", ["topk"], [12], compute_dtype="bfloat16"), batch=6)
+  su = benchmark.make_setup(measure.shape_plan("fmnist", ["topk"], [12], "bfloat16", 6, 6))
   want = su.pipe.steps.edge(su.pipe.edge_params, su.images)
   device = torch_reference.resolve_device("auto", "cpu")
   with torch.inference_mode(), torch_reference.autocast(device, "bfloat16"):
@@ -132,7 +133,9 @@ def test_torch_bf16_autocast_close_to_sage_jax_bf16():
   np.testing.assert_allclose(got["importance"].float().numpy(),
                              want["importance"]["cls_attention"], atol=3e-3)
   np.testing.assert_allclose(got["uncertainty"].float().numpy(), want["uncertainty"], atol=3e-2)
-  np.testing.assert_allclose(got_logits.float().numpy(), logits, atol=2e-2)
+  # Logits of std about 2 (measure.random_params' head): bf16's ~0.4% per rounding, summed
+  # over the blocks, is a few hundredths.
+  np.testing.assert_allclose(got_logits.float().numpy(), logits, atol=6e-2)
 
 
 def test_resolve_device_on_a_cpu_host():

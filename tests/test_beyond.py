@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sage_jax import importance, selection
+from sage_jax import importance, relevance_diversity, selection
 
 KEY = jax.random.PRNGKey(0)
 MARGIN = 1e-4
@@ -268,7 +268,7 @@ def test_mmr_known_answer():
 
 def test_sage_adaptive_limits():
   n, d = 49, 32
-  adaptive, sage, div = (_jit_rule(f) for f in (selection.sage_adaptive, selection.sage,
+  adaptive, sage, div = (_jit_rule(f) for f in (relevance_diversity.sage_adaptive, selection.sage,
                                                selection.diversity))
   for seed in range(2):
     imp, emb = make_inputs(n, d, seed)
@@ -277,7 +277,7 @@ def test_sage_adaptive_limits():
     peaked = np.zeros(n, np.float32)
     peaked[np.random.default_rng(seed).permutation(n)[:5]] = [0.4, 0.3, 0.15, 0.1, 0.05]
     peaked = jnp.asarray(peaked + 1e-4)
-    assert selection.perplexity(peaked) <= 2 * 4
+    assert relevance_diversity.perplexity(peaked) <= 2 * 4
     np.testing.assert_array_equal(np.asarray(adaptive(peaked, x, KEY, 4).keep_idx),
                                   np.asarray(sage(peaked, x, KEY, 4).keep_idx))
     # Flat importance (perplexity ~ N): exactly diversity.
@@ -289,9 +289,9 @@ def test_sage_adaptive_limits():
 
 
 def test_perplexity_known_answers():
-  np.testing.assert_allclose(selection.perplexity(jnp.full(8, 0.125)), 8.0, rtol=1e-6)
-  np.testing.assert_allclose(selection.perplexity(jnp.array([0.5, 0.5, 0, 0])), 2.0, rtol=1e-6)
-  np.testing.assert_allclose(selection.perplexity(jnp.eye(5)[2]), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(relevance_diversity.perplexity(jnp.full(8, 0.125)), 8.0, rtol=1e-6)
+  np.testing.assert_allclose(relevance_diversity.perplexity(jnp.array([0.5, 0.5, 0, 0])), 2.0, rtol=1e-6)
+  np.testing.assert_allclose(relevance_diversity.perplexity(jnp.eye(5)[2]), 1.0, rtol=1e-6)
 
 
 def test_dpp_known_answer():
@@ -374,19 +374,19 @@ def test_degenerate_known_answers(name):
 def test_parameter_errors():
   imp, emb = (jnp.asarray(a) for a in make_inputs(16, 8, 0))
   with pytest.raises(ValueError, match="relevance_weight 1.5 is not allowed"):
-    selection.mmr(imp, emb, KEY, 4, relevance_weight=1.5)
+    relevance_diversity.mmr(imp, emb, KEY, 4, relevance_weight=1.5)
   with pytest.raises(ValueError, match="budget 17 is out of range"):
-    selection.mmr(imp, emb, KEY, 17)
+    relevance_diversity.mmr(imp, emb, KEY, 17)
   with pytest.raises(ValueError, match="pool_ratio"):
-    selection.sage_adaptive(imp, emb, KEY, 4, pool_ratio=0.0)
+    relevance_diversity.sage_adaptive(imp, emb, KEY, 4, pool_ratio=0.0)
   with pytest.raises(ValueError, match="perplexity_ratio -1 is not allowed"):
-    selection.sage_adaptive(imp, emb, KEY, 4, perplexity_ratio=-1)
+    relevance_diversity.sage_adaptive(imp, emb, KEY, 4, perplexity_ratio=-1)
   with pytest.raises(ValueError, match="quality_exponent"):
-    selection.dpp(imp, emb, KEY, 4, quality_exponent=-0.5)
+    relevance_diversity.dpp(imp, emb, KEY, 4, quality_exponent=-0.5)
   with pytest.raises(ValueError, match="ridge"):
-    selection.dpp(imp, emb, KEY, 4, ridge=0.0)
+    relevance_diversity.dpp(imp, emb, KEY, 4, ridge=0.0)
   with pytest.raises(ValueError, match="budget 0"):
-    selection.dpp(imp, emb, KEY, 0)
+    relevance_diversity.dpp(imp, emb, KEY, 0)
 
 
 # ----------------------------------------------------------------------------- scores

@@ -12,15 +12,16 @@ import sys
 
 import pytest
 
-from sage_jax import defaults, throughput
+from sage_jax import defaults, measure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "launch", "device_bench.sh")
 # After the script's GPU defaults: no benchmark shapes (test_benchmark.py runs those), the
 # sweep at scale at Fashion-MNIST shapes on 6 images, 2 rules, 1 budget.
-TINY = ["--shapes=", "--matmul_size=64", "--repeats=1", "--warmup=0", "--min_seconds=0",
-        "--scale_shape=fmnist", "--scale_images=6", "--scale_budgets=4",
-        "--scale_rules=topk,threshold"]
+TINY = ["--config.shapes=", "--config.matmul_size=64", "--config.repeats=1",
+        "--config.warmup=0", "--config.min_seconds=0", "--config.scale.shape=fmnist",
+        "--config.scale.images=6", "--config.scale.budgets=4",
+        "--config.scale.rules=topk,threshold"]
 
 
 def _script(*args, env=None, timeout=60):
@@ -52,11 +53,11 @@ def test_device_bench_runs_here_at_tiny_sizes(tmp_path, no_tensorflow):
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   assert "no TensorFlow imported" in proc.stdout
 
-  result = json.loads((out / "bench.json").read_text())
+  result = json.loads((out / "benchmark.json").read_text())
   assert result["complete"] and not result["tensorflow_imported"]
-  assert result["jax_backend"] == "cpu" and result["torch_device"] == "cpu"
-  assert result["options"]["compute_dtype"] == "bfloat16"  # the script's GPU default
-  rows = result["rows"]
+  assert result["jax_backend"] == "cpu" and result["rows"][0]["torch_device"] == "cpu"
+  assert result["config"]["compute_dtype"] == "bfloat16"  # the script's GPU default
+  rows = [r for r in result["rows"] if r["table"] == "benchmark"]
   scale = rows[1]["scale"]
   assert [r["name"] for r in rows] == [
       "matmul fp32 64x64", "sweep at scale 2x1, 6 img, 2 off",
@@ -77,7 +78,7 @@ def test_device_bench_runs_here_at_tiny_sizes(tmp_path, no_tensorflow):
 
 def test_device_bench_import_chain_loads_no_tensorflow():
   code = ("import sys\n"
-          "import sage_jax.benchmark, sage_jax.throughput, sage_jax.pipeline, sage_jax.plan\n"
+          "import sage_jax.main, sage_jax.benchmark, sage_jax.measure, sage_jax.plan\n"
           "loaded = [m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules]\n"
           "assert not loaded, loaded\n")
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
@@ -91,14 +92,16 @@ def test_device_bench_dry_run_installs_wheels_then_runs_the_gpu_defaults(tmp_pat
   (wheels / "ml_collections-1.1.0-py3-none-any.whl").write_bytes(b"")
   out = tmp_path / "out"
   proc = _script("--dry-run", f"--wheels={wheels}", f"--out={out}", "--",
-                 "--scale_images=8192")
+                 "--config.scale.images=8192")
   assert proc.returncode == 0, proc.stderr
   install, bench = _commands(proc.stdout)
   assert install.startswith("python3 -m pip install -q --no-index --no-deps ")
   assert f"{wheels}/ml_collections-1.1.0-py3-none-any.whl" in install
-  assert bench.startswith("python3 -m sage_jax.benchmark --shapes=deit --batch=256 ")
-  assert "--compute_dtype=bfloat16" in bench
-  assert bench.endswith(f"--scale_images=4096 --scale_images=8192 --out={out}/bench.json")
+  assert bench.startswith("python3 -m sage_jax.main --config=configs/benchmark.py:deit "
+                          "--config.batch=256 ")
+  assert "--config.compute_dtype=bfloat16" in bench
+  assert bench.endswith("--config.scale.images=4096 --config.scale.images=8192 "
+                        f"--workdir={out}")
   assert not out.exists()
 
   fetch = _script("--dry-run", "--fetch-wheels=.whl")
@@ -119,12 +122,14 @@ def test_device_bench_bad_arguments_exit_2(args, message):
 
 
 @pytest.mark.parametrize("flag,message", [
-    ("--torch_device=tpu", "torch device 'tpu' is not allowed; allowed: auto, cpu, cuda"),
-    ("--compute_dtype=float16", "flag --compute_dtype=float16"),
-    ("--scale_shape=vit", "unknown shape 'vit'; allowed: fmnist, deit"),
+    ("--config.torch_device=tpu", "torch device 'tpu' is not allowed; allowed: auto, cpu, cuda"),
+    ("--config.compute_dtype=float16", "compute_dtype"),
+    ("--config.scale.shape=vit", "unknown shape 'vit'; allowed: fmnist, deit"),
+    ("--config.bogus=1", "unknown config field 'bogus'"),
 ])
-def test_device_bench_bad_benchmark_flags_exit_2(flag, message):
-  proc = subprocess.run([sys.executable, "-m", "sage_jax.benchmark", "--shapes=", flag],
+def test_device_bench_bad_benchmark_fields_exit_2(tmp_path, flag, message):
+  proc = subprocess.run([sys.executable, "-m", "sage_jax.main", "--config=configs/benchmark.py:",
+                         f"--workdir={tmp_path}", "--compile_cache=off", flag],
                         cwd=ROOT, capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 2, proc.stderr[-2000:]
@@ -133,19 +138,19 @@ def test_device_bench_bad_benchmark_flags_exit_2(flag, message):
 
 
 def test_device_bench_scale_plan_and_batches():
-  plan = throughput.scale_plan(defaults.imagenet_deit(), 4096, 0.357)
+  plan = measure.scale_plan(defaults.imagenet_deit(), 4096, 0.357)
   assert len(plan.rules) == len(defaults.imagenet_deit().rules.split(",")) == 11
   assert plan.budgets == (16, 32, 48, 64, 96, 196)
   assert (plan.batch_size, plan.server_batch_size) == (256, 64)  # the config's
   assert (plan.gate.measure, plan.gate.fraction) == ("fraction", 0.357)
-  small = throughput.scale_plan(defaults.imagenet_deit(), 16, 0.357, ["topk"], [16])
+  small = measure.scale_plan(defaults.imagenet_deit(), 16, 0.357, ["topk"], [16])
   assert (small.batch_size, small.server_batch_size) == (16, 6)  # capped by the work
-  bigger = throughput.scale_plan(defaults.imagenet_deit(), 4096, 0.357, server_batch=256)
+  bigger = measure.scale_plan(defaults.imagenet_deit(), 4096, 0.357, server_batch=256)
   assert (bigger.batch_size, bigger.server_batch_size) == (256, 256)
   with pytest.raises(ValueError, match="offload share 0 is not allowed"):
-    throughput.scale_plan(defaults.imagenet_deit(), 16, 0)
+    measure.scale_plan(defaults.imagenet_deit(), 16, 0)
 
-  batches = throughput.synthetic_batches(5, 2, defaults.fmnist_dataset())
+  batches = measure.synthetic_batches(5, 2, defaults.fmnist_dataset())
   assert [b["valid"].tolist() for b in batches] == [[True, True], [True, True], [True, False]]
   assert [b["index"].tolist() for b in batches] == [[0, 1], [2, 3], [4, 0]]
   assert batches[0]["image"].shape == (2, 28, 28, 1) and not batches[2]["image"][1].any()

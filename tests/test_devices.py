@@ -13,7 +13,7 @@ c = defaults.sweep_config()
 c.num_images, c.budgets, c.batch_size, c.server_batch_size = 120, "4,49", 60, 36
 c.rules = "random,sage,threshold,tome"
 p = plan.make(c)
-rec = sweep.evaluate(p, pipeline.load_models(p))[0]
+rec = sweep.sweep_chunks(p, pipeline.load_models(p))[0]
 rec["n_devices"] = np.int64(jax.local_device_count())
 np.savez(sys.argv[1], **rec)
 """

@@ -160,7 +160,7 @@ def test_paper_config_end_to_end(fake_imagenet, tmp_path):
   c = _config(data_dir, budgets="16,196", batch_size=4, server_batch_size=4)
   c.edge.checkpoint = c.server.checkpoint = ckpt
   c.server.variant = "Ti/16"
-  rows = sweep.run(c, str(tmp_path / "work"), progress=False)
+  rows = sweep.run(c, str(tmp_path / "work"), progress=False).rows
   assert [(r["method"], r["budget"]) for r in rows] == [
       (m, b) for m in c.rules.split(",") for b in (16, 196)]
   for r in rows:

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sage_jax import metrics, stats
+from sage_jax import metrics, server_step, stats
 
 # The CSV's public format, pinned here (not read back from metrics.COLUMNS, the code under test).
 COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi",
@@ -64,19 +64,19 @@ def test_summarize_rejects_misaligned_records():
 
 
 def test_coverage_cells():
-  cells = metrics.coverage_cells(196, 7)  # 14x14 patches, 7x7 cells of 2x2 patches
+  cells = server_step.coverage_cells(196, 7)  # 14x14 patches, 7x7 cells of 2x2 patches
   assert cells[0] == cells[1] == cells[14] == cells[15] == 0 and cells[2] == 1
   assert np.bincount(cells).tolist() == [4] * 49
-  assert sorted(set(metrics.coverage_cells(49, 4).tolist())) == list(range(16))
+  assert sorted(set(server_step.coverage_cells(49, 4).tolist())) == list(range(16))
 
 
 def test_coverage_on_constructed_selections():
-  cells = jnp.asarray(metrics.coverage_cells(196, 7))
+  cells = jnp.asarray(server_step.coverage_cells(196, 7))
   keep = jnp.asarray([[0, 1, 14, 15],      # one 2x2 cell
                       [0, 2, 4, 6],        # four cells in the top row
                       [0, 2, 195, 194]])   # three cells; the last slot is masked out below
   mask = jnp.asarray([[True] * 4, [True] * 4, [True, True, True, False]])
-  np.testing.assert_allclose(metrics.coverage(keep, mask, cells, 49), [1 / 49, 4 / 49, 3 / 49])
+  np.testing.assert_allclose(server_step.coverage(keep, mask, cells, 49), [1 / 49, 4 / 49, 3 / 49])
 
 
 def _same(x, y):

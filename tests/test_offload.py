@@ -18,17 +18,17 @@ def test_measures_known_answers():
 
 
 def test_margin_threshold_sign():
-  thr = offload.threshold(plan.Gate("margin", 0.3, 0.0))
+  thr = offload.gate_threshold(plan.Gate("margin", 0.3, 0.0))
   logits = np.log(np.array([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]], np.float32))
   # margins 0.2 (< 0.3: offload) and 0.85 (keep)
   np.testing.assert_array_equal(np.asarray(offload.neg_margin(logits)) > thr, [True, False])
 
 
 def test_threshold_of_each_gate():
-  assert offload.threshold(plan.Gate("min_entropy", 0.6, 0.0)) == 0.6
-  assert offload.threshold(plan.Gate("entropy", 1.5, 0.0)) == 1.5
+  assert offload.gate_threshold(plan.Gate("min_entropy", 0.6, 0.0)) == 0.6
+  assert offload.gate_threshold(plan.Gate("entropy", 1.5, 0.0)) == 1.5
   u = np.arange(8.0)
-  assert offload.threshold(plan.Gate("fraction", 0.0, 0.25), lambda: u) == 5.0  # 6, 7 offload
+  assert offload.gate_threshold(plan.Gate("fraction", 0.0, 0.25), lambda: u) == 5.0  # 6, 7 offload
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 1 / 3, 0.5, 1.0])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sage_jax import data, defaults, pipeline, selection
+from sage_jax import data, defaults, pipeline, selection, server_step
 from sage_jax import plan as plan_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +24,7 @@ def test_evidence_sets_forget_order_and_padding():
   idx = jnp.asarray([[[3, 1, 0], [1, 3, 4]], [[2, 2, 2], [0, 1, 2]]])  # [2, 2, K=3]
   mask = jnp.asarray([[[True, True, False], [True, True, False]],
                       [[True, False, False], [True, True, True]]])
-  got = np.asarray(pipeline.evidence_sets(idx, mask, 5))
+  got = np.asarray(server_step.evidence_sets(idx, mask, 5))
   want = [[[0, 1, 0, 1, 0], [0, 1, 0, 1, 0]], [[0, 0, 1, 0, 0], [1, 1, 1, 0, 0]]]
   np.testing.assert_array_equal(got, np.asarray(want, bool))
 
@@ -39,7 +39,7 @@ def test_first_match_points_at_the_first_equal_set():
   rows[1, 0, [1, 2]] = True  # new
   rows[2, 0, [1, 2]] = True  # = row 1 of this budget (index 2 + 1)
   rows[3] = True             # = the ceiling
-  source, fresh = pipeline._first_match(jnp.asarray(rows), jnp.asarray(known))
+  source, fresh = server_step._first_match(jnp.asarray(rows), jnp.asarray(known))
   np.testing.assert_array_equal(np.asarray(source)[:, 0], [1, 3, 3, 0])
   np.testing.assert_array_equal(np.asarray(fresh)[:, 0], [False, True, False, False])
 
@@ -55,7 +55,7 @@ def test_forward_fresh_computes_every_fresh_row(fresh_rows):
       x[:, 0, 0, 0].astype(jnp.int32) + (idx * mask).sum(-1), 64)
   fresh = np.zeros(r * b, bool)
   fresh[fresh_rows] = True
-  pred, finite = jax.jit(lambda f: pipeline._forward_fresh(forward, images, keep_idx, keep_mask, f))(
+  pred, finite = jax.jit(lambda f: server_step._forward_fresh(forward, images, keep_idx, keep_mask, f))(
       jnp.asarray(fresh.reshape(r, b)))
   want = np.arange(b)[None] + np.asarray(keep_idx).sum(-1)
   np.testing.assert_array_equal(np.asarray(pred).ravel()[fresh], want.ravel()[fresh])
@@ -74,7 +74,7 @@ def test_budget_steps_reuse_seen_evidence_and_match_a_plain_forward():
   out = steps.edge(models.edge_params, images)
   batch = dict(image=jnp.asarray(images), index=jnp.arange(40, dtype=jnp.int32),
                importance=out["importance"], tokens=out["tokens"], valid=jnp.ones(40, bool))
-  _, outs = pipeline.run_budgets(steps, params, batch, budgets)
+  _, outs = server_step.run_budgets(steps, params, batch, budgets)
   forward = jax.jit(lambda p, x, i, m: model.apply({"params": p}, x, i, m)[0])  # plain forward
   for k, o in zip(budgets, outs):
     for r, rule in enumerate(plan.rules):

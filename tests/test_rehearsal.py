@@ -1,5 +1,5 @@
-"""The ImageNet rehearsal (sage_jax/rehearsal.py) on a tiny synthetic split: 24 images in 2
-TFRecord shards, DeiT-Ti/16 as both models, one budget."""
+"""The ImageNet rehearsal (sage_jax/rehearsal.py, a measure of configs/rehearsal.py) on a tiny
+synthetic split: 24 images in 2 TFRecord shards, DeiT-Ti/16 as both models, one budget."""
 import json
 import os
 import re
@@ -8,16 +8,17 @@ import subprocess
 import numpy as np
 import pytest
 
-from sage_jax import files, rehearsal
+from sage_jax import defaults, files, measure, rehearsal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(**overrides):
-  c = rehearsal.rehearsal_config()
+def tiny_config(cache, **overrides):
+  c = defaults.rehearsal_config()
   c.server.variant = "Ti/16"
   c.update(dict(budgets="16", rules="topk,sage", num_images=24, batch_size=8,
                 server_batch_size=8))
+  c.rehearsal.update(dict(cache_dir=cache, synthetic_images=24, synthetic_shards=2, repeats=1))
   c.update(overrides)
   return c
 
@@ -29,9 +30,8 @@ def tiny(tmp_path_factory):
   import io
   from contextlib import redirect_stdout
   out = io.StringIO()
-  with redirect_stdout(out):  # timing.json is the sweep's own; nothing here writes one
-    result = rehearsal.run(tiny_config(), work, cache_dir=cache, synthetic_images=24,
-                           synthetic_shards=2, repeats=1)
+  with redirect_stdout(out):
+    (result,) = measure.run_measures(tiny_config(cache), work)["rehearsal"]
   return dict(result=result, cache=cache, work=work, stdout=out.getvalue())
 
 
@@ -52,7 +52,7 @@ def test_last_line_holds_the_three_numbers(tiny):
 
 
 def test_rehearsal_json(tiny):
-  saved = json.loads(files.read_bytes(os.path.join(tiny["work"], "rehearsal.json")))
+  (saved,) = json.loads(files.read_bytes(os.path.join(tiny["work"], "rehearsal.json")))["rows"]
   r = tiny["result"]
   assert saved["images"] == 24 and saved["timing"]["images"] == 24
   assert saved["synthetic"]["shards"] == 2 and saved["synthetic"]["built"]
@@ -68,6 +68,9 @@ def test_rehearsal_json(tiny):
   # The edge ran over the 3 batches twice: the fraction gate's pass, then the sweep's.
   assert saved["timing"]["edge_batches"] == saved["timing"]["gate_batches"] == 3
   assert f["edge"]["calls"] == 6 and f["edge"]["rows"] == 8
+  assert saved["timing"] == r["timing"]  # what sweep.run returned is what it wrote
+  assert saved["timing"] == json.loads(files.read_bytes(os.path.join(tiny["work"],
+                                                                     "timing.json")))
   assert f["ceiling"]["calls"] >= 1 and f["ceiling"]["seconds_per_call"] > 0
   assert f["total_s"] == pytest.approx(sum(v["seconds"] for k, v in f.items() if k != "total_s"))
   seg = saved["timing"]["segments_s"]
@@ -82,8 +85,8 @@ def test_rehearsal_json(tiny):
 def test_build_and_weights_are_cached(tiny):
   data_dir, stats = rehearsal.synthetic_imagenet(tiny["cache"], 24, 0, 2)
   assert not stats["built"] and stats["shards"] == 2
-  assert tiny["result"]["config"]["data_dir"] == data_dir
-  ckpt = tiny["result"]["config"]["edge"]["checkpoint"]
+  assert tiny["result"]["sweep"]["data_dir"] == data_dir
+  ckpt = tiny["result"]["sweep"]["edge"]["checkpoint"]
   mtime = os.path.getmtime(ckpt)
   assert rehearsal.random_checkpoint(tiny["cache"], "Ti/16", 0) == ckpt
   assert os.path.getmtime(ckpt) == mtime
@@ -92,8 +95,7 @@ def test_build_and_weights_are_cached(tiny):
 
 def test_workdir_with_progress_is_refused(tiny):
   with pytest.raises(ValueError, match="already holds an earlier run"):
-    rehearsal.run(tiny_config(), tiny["work"], cache_dir=tiny["cache"], synthetic_images=24,
-                  synthetic_shards=2)
+    measure.run_measures(tiny_config(tiny["cache"]), tiny["work"])
 
 
 def test_synthetic_images_are_seeded_and_imagenet_like():
@@ -105,11 +107,6 @@ def test_synthetic_images_are_seeded_and_imagenet_like():
   sizes = [Image.open(io.BytesIO(j)).size for j in a]
   assert all(max(s) == 500 and 200 <= min(s) <= 500 for s in sizes), sizes
   assert 60e3 < np.mean([len(j) for j in a]) < 170e3
-
-
-def test_missing_timing_json_is_named(tmp_path):
-  with pytest.raises(FileNotFoundError, match="timing.json not found"):
-    rehearsal.read_timing(str(tmp_path))
 
 
 def test_launch_script_help():

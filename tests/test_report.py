@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from sage_jax import defaults, metrics, report, sweep
+from sage_jax import beyond, defaults, metrics, report, sweep
 from sage_jax import plan as plan_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +77,7 @@ def _run(tmp_path, **overrides):
   c.server.checkpoint = os.path.join(ROOT, c.server.checkpoint)
   c.update(dict(rules="topk,sage", budgets="4,16", num_images=40), **overrides)
   workdir = str(tmp_path)
-  rows = sweep.run(c, workdir, progress=False)
+  rows = sweep.run(c, workdir, progress=False).rows
   text = open(os.path.join(workdir, "report.md")).read()
   data = json.loads(open(os.path.join(workdir, "results.json")).read(),
                     parse_constant=lambda c: pytest.fail(f"{c} in results.json"))
@@ -118,7 +118,7 @@ def test_run_without_topk_writes_strict_json(tmp_path):
     assert 0.0 <= r["offloaded_acc"] <= 1.0
 
 
-# ----------------------------------------------------------------- issue 14: beyond the paper
+# ----------------------------------------------------------------- beyond the paper
 def _goal_row(method, budget, acc, vs):
   """vs: {ref: (lo, hi)} paired intervals of this row against sage / diversity."""
   row = dict(method=method, budget=budget, offloaded_acc=acc)
@@ -142,28 +142,28 @@ TIE = {}
 
 
 def test_goal_reached_at_four_of_five_small_budgets_without_a_loss():
-  g = report.goal_check(_goal_rows([WIN, WIN, TIE, WIN, WIN, TIE, TIE]), "new")
+  g = beyond.goal_check(_goal_rows([WIN, WIN, TIE, WIN, WIN, TIE, TIE]), "new")
   assert g["wins"] == [4, 6, 12, 16] and g["losses"] == [] and g["need"] == 4 and g["reached"]
 
 
 def test_goal_not_reached_with_three_wins_or_one_loss():
-  g = report.goal_check(_goal_rows([WIN, WIN, TIE, TIE, WIN, TIE, TIE]), "new")
+  g = beyond.goal_check(_goal_rows([WIN, WIN, TIE, TIE, WIN, TIE, TIE]), "new")
   assert g["wins"] == [4, 6, 16] and not g["reached"]
   # Significantly worse than the better of the two (diversity here) at K=32: a loss.
   loss = {"diversity": (-0.03, -0.001)}
-  g = report.goal_check(_goal_rows([WIN] * 5 + [TIE, loss]), "new")
+  g = beyond.goal_check(_goal_rows([WIN] * 5 + [TIE, loss]), "new")
   assert g["wins"] == [4, 6, 8, 12, 16] and g["losses"] == [32] and not g["reached"]
   # Worse than the weaker one (sage) only: not a loss.
-  g = report.goal_check(_goal_rows([WIN] * 5 + [TIE, {"sage": (-0.03, -0.001)}]), "new")
+  g = beyond.goal_check(_goal_rows([WIN] * 5 + [TIE, {"sage": (-0.03, -0.001)}]), "new")
   assert g["losses"] == [] and g["reached"]
   # Better than diversity but not than sage: not a win. Wins above K=16 do not count.
   half = {"sage": (-0.01, 0.03), "diversity": (0.01, 0.05)}
-  g = report.goal_check(_goal_rows([half] * 5 + [WIN, WIN]), "new")
+  g = beyond.goal_check(_goal_rows([half] * 5 + [WIN, WIN]), "new")
   assert g["wins"] == [] and not g["reached"]
 
 
 def test_goal_tie_between_sage_and_diversity_counts_a_loss_against_either():
-  g = report.goal_check(_goal_rows([TIE] * 6 + [{"sage": (-0.03, -0.001)}], 0.7, 0.7), "new")
+  g = beyond.goal_check(_goal_rows([TIE] * 6 + [{"sage": (-0.03, -0.001)}], 0.7, 0.7), "new")
   assert g["losses"] == [32]
 
 
@@ -227,7 +227,7 @@ def test_beyond_config_halves():
 
 
 def _hand_goal(at, label):
-  """Issue 14's goal as its text states it, apart from report.goal_check: a win at K <= 16
+  """Issue 14's goal as its text states it, apart from beyond.goal_check: a win at K <= 16
   when the paired interval's lower end is above 0 against SAGE and against diversity; a loss
   at any K when the upper end is below 0 against the more accurate of the two (either when
   tied). -> (wins, losses)."""
@@ -254,7 +254,7 @@ def test_beyond_section_on_a_development_run(tmp_path):
   c.report.map_examples = 2
   c.report.beyond.update(dict(frozen="mmr:cls_all", half="a test", ideas=(
       ("MMR", "mmr:cls_all", "HELPED-MMR", "NOT-MMR"), ("DPP", "dpp", "HELPED-DPP", "NOT-DPP"))))
-  rows = sweep.run(c, str(tmp_path), progress=False)
+  rows = sweep.run(c, str(tmp_path), progress=False).rows
   text = open(tmp_path / "report.md").read()
   header = open(tmp_path / "results.csv").readline().strip().split(",")
   assert header[:len(metrics.COLUMNS)] == list(metrics.COLUMNS)
@@ -280,12 +280,12 @@ def test_beyond_section_on_a_development_run(tmp_path):
       both = r["budget"] == 8
       r.update(diff_vs_sage_lo=0.01, diff_vs_sage_hi=0.2, diff_vs_diversity_hi=0.2,
                diff_vs_diversity_lo=0.01 if both else -0.01)
-  section = report.beyond_section(hand, plan_lib.make(c).report.beyond, 8)
+  section = beyond.section(hand, plan_lib.make(c).report.beyond, 8)
   assert ("**`mmr:cls_all` is significantly better than both SAGE and diversity at 1 of the 3 "
           "budgets K <= 16 (K=8) and significantly worse than the better of the two at 0 of "
           "the 4 budgets: the goal is not reached.**") in section, section
   r = at[("mmr:cls_all", 8)]
-  assert (f"| `mmr:cls_all` | 8 | {100 * r['offloaded_acc']:.1f} | {report._vs(r, 'sage')} |"
+  assert (f"| `mmr:cls_all` | 8 | {100 * r['offloaded_acc']:.1f} | {metrics.paired_text(r, 'sage')} |"
           in text)
   assert (tmp_path / "beyond_map.png").exists() and "(beyond_map.png)" in text
   assert text.index("## Beyond the paper") < text.index("## Accuracy vs budget")

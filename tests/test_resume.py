@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from sage_jax import files
 from sage_jax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,7 +103,7 @@ def test_other_config_is_refused_or_goes_to_subdir(reference):
 
 def test_npz_bytes_are_deterministic(monkeypatch):
   a = {"y": np.ones((2, 3), np.float32), "x": np.arange(5)}
-  data = workdir_lib.npz_bytes(a)
+  data = files.npz_bytes(a)
   with zipfile.ZipFile(io.BytesIO(data)) as zf:  # fixed timestamps, names in sorted order
     assert [(i.filename, i.date_time, i.compress_type) for i in zf.infolist()] == [
         ("x.npy", (1980, 1, 1, 0, 0, 0), zipfile.ZIP_DEFLATED),
@@ -110,7 +111,7 @@ def test_npz_bytes_are_deterministic(monkeypatch):
   # Another time on the clock, and the arrays given in another order: the same bytes.
   monkeypatch.setattr(time, "time", lambda: 2e9)
   monkeypatch.setattr(time, "localtime", lambda *_: time.gmtime(2e9))
-  assert workdir_lib.npz_bytes({"x": a["x"], "y": a["y"]}) == data
+  assert files.npz_bytes({"x": a["x"], "y": a["y"]}) == data
   with np.load(io.BytesIO(data)) as z:
     assert sorted(z.files) == ["x", "y"]
     np.testing.assert_array_equal(z["x"], a["x"])

@@ -1,12 +1,19 @@
-"""The roofline projection (sage_jax/roofline.py): its arithmetic on constructed costs, worked
-by hand, and the command's whole path on tiny shapes (no wall-time assertions)."""
+"""The roofline projection (sage_jax/roofline.py, a measure of configs/roofline.py): its
+arithmetic on constructed costs, worked by hand, and the measure's whole path on tiny shapes
+(no wall-time assertions)."""
 import json
 import math
 
 import pytest
 
-from sage_jax import roofline
+from sage_jax import defaults, measure, roofline
 from sage_jax.roofline import Cost
+
+
+def _config(**fields):
+  c = defaults.roofline_config()
+  c.update(fields)
+  return c
 
 
 def test_roofline_compute_and_memory_bound():
@@ -90,22 +97,21 @@ def test_peaks_name_their_documents():
 
 def test_bad_options_are_refused():
   with pytest.raises(ValueError, match="share 0.0 is not allowed"):
-    roofline.check(shape="fmnist", share=0.0)
+    roofline.check(_config(shape="fmnist", share=0.0))
   with pytest.raises(ValueError, match="unknown accelerator 'TPU v9'"):
-    roofline.check(shape="fmnist", accelerators=["TPU v9"])
+    roofline.check(_config(shape="fmnist", accelerators="TPU v9"))
   with pytest.raises(ValueError, match="unknown check shape"):
-    roofline.check(shape="fmnist", check_shapes=["mnist"])
+    roofline.check(_config(shape="fmnist", check_shapes="mnist"))
 
 
 def test_command_path_on_tiny_shapes(tmp_path):
   """Costs (bfloat16), this machine's measures, the CPU check and the projection, on
   the Fashion-MNIST models with one rule and one budget."""
-  c = roofline.check(shape="fmnist", edge_batch=4, server_batch=2, sweep_rules=["sage"],
-                     sweep_budgets=["8"], dtypes=["bfloat16"],
-                     check_shapes=["fmnist"], check_batch=4, check_rules=["sage"],
-                     check_budgets=["8"], repeats=1, matmul_size=128, bandwidth_mb=4,
-                     decode_images=2)
-  result = roofline.run(c, log=lambda msg: None)
+  c = _config(shape="fmnist", edge_batch=4, server_batch=2, sweep_rules="sage",
+              sweep_budgets="8", dtypes="bfloat16", check_shapes="fmnist", check_batch=4,
+              check_rules="sage", check_budgets="8", repeats=1, matmul_size=128,
+              bandwidth_mb=4, decode_images=2)
+  result = roofline.measure_and_project(roofline.check(c), log=lambda msg: None)
   steps = [r["step"] for r in result["costs"]]
   assert steps[:2] == ["edge (4 images)", "ceiling (2 rows)"] and len(steps) == 5
   chunk = next(r for r in result["costs"] if r["step"].startswith("server chunk"))
@@ -129,6 +135,18 @@ def test_command_path_on_tiny_shapes(tmp_path):
                                                 / m["decode_per_core"])
     assert math.isclose(r["sweep_s"] * r["chips"], r["chip_sweep_s"])
     assert r["flops_only_sweep_s"] <= r["sweep_s"]
-  text, md = roofline.report(result), roofline.report(result, markdown=True)
-  assert "CPU check" in text and "TPU v5e" in text and "| accelerator |" in md
-  json.dumps(result, default=str)  # what --out writes
+  json.dumps(result, default=str)
+
+
+def test_measure_writes_every_table(tmp_path, capsys):
+  """The job's path: main's measure writer over the roofline's rows (no check, one dtype)."""
+  c = _config(shape="fmnist", edge_batch=4, server_batch=2, sweep_rules="topk",
+              sweep_budgets="4", dtypes="float32", check_shapes="", repeats=1,
+              matmul_size=64, bandwidth_mb=1, decode_images=0, decode_per_core=100.0)
+  rows = measure.run_measures(c, str(tmp_path))["roofline"]
+  assert [r["table"] for r in rows[:2]] == ["setup", "this machine"]
+  assert "not checked at fmnist" in rows[0]["flag"]
+  saved = json.loads((tmp_path / "roofline.json").read_text())
+  assert saved["complete"] and len(saved["rows"]) == len(rows)
+  md, text = (tmp_path / "roofline.md").read_text(), capsys.readouterr().out
+  assert "| accelerator |" in md and "TPU v5e" in text and "costs:" in text

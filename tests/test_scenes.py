@@ -118,3 +118,65 @@ def test_on_item_counts_equal_a_numpy_count_of_the_sent_patches():
   assert rows[0]["sent_on_item"] == pytest.approx(np.mean(hits / records["units"][:, 0, 0]))
   assert rows[0]["item_sent"] == pytest.approx(np.mean(hits / want_items.sum(-1)))
   assert rows[0]["item_share"] == pytest.approx(want_items.mean())
+
+
+def _config(name, arg=None):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def test_scenes_beyond_runs_the_frozen_rules_unchanged():
+  fm, sc = _config("fmnist_beyond"), _config("scenes_beyond")
+  assert sc.rules == fm.rules and sc.rule_params == fm.rule_params
+  assert sc.report.beyond.frozen == fm.report.beyond.frozen == "mmr@0.5:cls_all"
+  assert sc.report.compare_to == fm.report.compare_to and sc.importance == fm.importance
+  assert [i[:2] for i in sc.report.beyond.ideas] == [i[:2] for i in fm.report.beyond.ideas]
+  assert (sc.dataset.name, sc.dataset.split) == ("fmnist_scenes", "test[5000:]")
+  assert sc.edge.checkpoint == _config("scenes_sweep").edge.checkpoint
+
+
+def test_scenes_sweep_runs_on_a_few_images(tmp_path):
+  """The scenes config end to end with the shipped scenes models: on-item columns, report."""
+  import csv
+  import subprocess
+  import sys
+  out = subprocess.run(
+      [sys.executable, "-m", "sage_jax.main", "--config=configs/scenes_sweep.py",
+       f"--workdir={tmp_path}", "--config.num_images=40", "--config.rules=topk,random,sage",
+       "--config.budgets=8,196", "--config.gate.eta=0", "--config.report.n_boot=20",
+       "--compile_cache=none"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+  assert {r["method"] for r in rows} == {"topk", "random", "sage"}
+  assert rows[0]["n_offloaded"] == "40"
+  full = [r for r in rows if r["budget"] == "196"]  # every patch sent: all of the item
+  assert all(float(r["item_sent"]) == 1.0 for r in full)
+  assert all(float(r["sent_on_item"]) == pytest.approx(float(r["item_share"])) for r in full)
+  assert "## Evidence on the item" in (tmp_path / "report.md").read_text()
+
+
+def test_fine_tuning_starts_from_the_checkpoint_with_resized_position_embeddings(tmp_path):
+  """train._init_from: every parameter as in the checkpoint; a position embedding that is a
+  linear ramp over the 7x7 grid stays a ramp over the 14x14 grid (bilinear), CLS's unchanged."""
+  import jax
+
+  from sage_jax import checkpoints, train, vit
+  small, big = vit.Model(10, "fm-edge", 28), vit.Model(10, "fm-edge", 56)
+  src = jax.tree.map(np.asarray, small.init(jax.random.PRNGKey(1), np.zeros((1, 28, 28, 1)))["params"])
+  ramp = np.repeat(np.linspace(-1, 1, 7)[:, None], 7, 1)  # rows -1..1, the same along a row
+  src["pos_embed"] = np.concatenate(
+      [np.full((1, 1, 48), 5.0), np.repeat(ramp.reshape(1, 49, 1), 48, 2)], 1).astype(np.float32)
+  path = str(tmp_path / "small.msgpack")
+  checkpoints.save(path, src, dict(variant="fm-edge"))
+  init = big.init(jax.random.PRNGKey(0), np.zeros((1, 56, 56, 1)))["params"]
+  got = train._init_from(init, path)
+  np.testing.assert_array_equal(got["blocks_0"]["attn"]["qkv"]["kernel"],
+                                src["blocks_0"]["attn"]["qkv"]["kernel"])
+  pos = np.asarray(got["pos_embed"])
+  assert pos.shape == (1, 197, 48) and (pos[0, 0] == 5.0).all()
+  grid = pos[0, 1:, 0].reshape(14, 14)
+  np.testing.assert_allclose(grid, grid[:, :1] * np.ones((1, 14)), atol=1e-6)  # flat along rows
+  assert (np.diff(grid[:, 0]) >= -1e-6).all() and grid[0, 0] == -1 and grid[-1, 0] == 1

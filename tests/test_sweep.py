@@ -27,13 +27,13 @@ def _config(**overrides):
 
 def records(config):
   plan = plan_lib.make(config)
-  return sweep.evaluate(plan, pipeline.load_models(plan))[0]
+  return sweep.sweep_chunks(plan, pipeline.load_models(plan))[0]
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("sweep"))
-  rows = sweep.run(_config(budgets="4,16,49"), workdir, progress=False)
+  rows = sweep.run(_config(budgets="4,16,49"), workdir, progress=False).rows
   return rows, workdir
 
 
@@ -137,14 +137,14 @@ def skip_top(importance, embeddings, key, budget, skip=1):
 def test_new_rule_is_one_function_and_one_registry_entry(monkeypatch, tmp_path):
   monkeypatch.setitem(selection.RULES, "skip_top", selection.Rule(skip_top, primary="skip"))
   c = _config(rules="topk,skip_top@0,skip_top@3", budgets="4,8", num_images=60)
-  rows = sweep.run(c, str(tmp_path / "a"), progress=False)
+  rows = sweep.run(c, str(tmp_path / "a"), progress=False).rows
   assert [r["method"] for r in rows] == ["topk"] * 2 + ["skip_top@0"] * 2 + ["skip_top@3"] * 2
   at = {(r["method"], r["budget"]): r for r in rows}
   for k in (4, 8):
     assert at[("skip_top@0", k)]["offloaded_acc"] == at[("topk", k)]["offloaded_acc"]
   c = _config(rules="skip_top", budgets="4,8", num_images=60)
   c.rule_params.skip_top.skip = 3  # the registry's parameter, reached through the config
-  again = sweep.run(c, str(tmp_path / "b"), progress=False)
+  again = sweep.run(c, str(tmp_path / "b"), progress=False).rows
   for r in again:  # the same rows, but for the comparison with top-K (not run here)
     want = dict(at[("skip_top@3", r["budget"])], method="skip_top")
     assert {k: v for k, v in r.items() if "topk" not in k} == {

@@ -25,7 +25,7 @@ def test_three_steps_write_into_the_workdir_only(tmp_path, monkeypatch):
   workdir = tmp_path / "train"
   config = fmnist_train.get_config("edge")
   config.train.max_steps, config.train.eval_images = 3, 500
-  main.run(config, str(workdir))
+  main.run_job(config, str(workdir))
   # The shipped checkpoints byte for byte, and nothing new beside them or in the checkout.
   assert (_digests(), sorted(os.listdir(ROOT)),
           sorted(os.listdir(os.path.join(ROOT, "checkpoints")))) == before
