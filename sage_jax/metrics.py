@@ -12,7 +12,6 @@ import math
 import numpy as np
 
 from sage_jax import stats
-from sage_jax.data import box_patches  # noqa: F401  (computed by the data stage; read here too)
 
 COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi",
            "ceiling_acc", "ceiling_acc_lo", "ceiling_acc_hi", "pct_of_ceiling",

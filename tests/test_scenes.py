@@ -57,7 +57,7 @@ def test_box_patches_match_a_pixel_count():
     y0, x0 = rs.randint(0, 55, 2)
     y1, x1 = y0 + rs.randint(1, 57 - y0), x0 + rs.randint(1, 57 - x0)
     box = np.asarray([y0, x0, y1, x1], np.float32) / 56  # as TFDS stores it
-    np.testing.assert_array_equal(metrics.box_patches(box, 56, 4),
+    np.testing.assert_array_equal(data.box_patches(box, 56, 4),
                                   _pixel_patches((y0, x0, y1, x1), 56, 4))
 
 
