@@ -25,12 +25,12 @@ ROLES = {
     "server_plain": (defaults.fmnist_dataset, "fm-server", 15, 0, None,
                      "fmnist_server_plain.msgpack"),
     "scenes_edge": (defaults.scenes_dataset, "fm-edge", 4, 2, None, "scenes_edge.msgpack"),
-    "scenes_server": (defaults.scenes_dataset, "fm-server", 2, 0,
+    "scenes_server": (defaults.scenes_dataset, "fm-server", 6, 0,
                       (196, 128, 96, 64, 48, 32, 16, 8), "scenes_server.msgpack"),
 }
 # Per role, what differs from the defaults below.
-OVERRIDES = {"scenes_server": dict(init_from="checkpoints/fmnist_server.msgpack", lr=5e-4,
-                                   warmup_steps=100)}
+OVERRIDES = {"scenes_server": dict(init_from="checkpoints/fmnist_server.msgpack", lr=1e-3,
+                                   warmup_steps=200)}
 
 
 def get_config(role="server"):

@@ -36,8 +36,8 @@ def get_config(arg=None):
   c.report.moderate = scenes.report.moderate
   c.report.beyond.half = ("Fashion-MNIST scenes test 5000..9999, a second regime: the rule and "
                           "every parameter were frozen on Fashion-MNIST and run here unchanged")
-  why = ("no reason is given: the ideas were designed against Fashion-MNIST's attention sinks, "
-         "and this run only measures whether they carry over to scenes")
+  why = ("the ideas were designed against Fashion-MNIST's attention sinks and this run only "
+         "measures whether they carry over to the scenes, so no reason is claimed")
   c.report.beyond.ideas = tuple((title, rules, why, why)
                                 for title, rules, _, _ in c.report.beyond.ideas)
   return c
