@@ -120,6 +120,7 @@ def get_config(arg=None):
   c.report.compare_to = "topk,sage,diversity"
   c.report.beyond.frozen = FROZEN
   c.report.beyond.half = half
+  c.report.beyond.goal = "Goal (issue 14)"
   c.report.beyond.ideas = tuple(
       (idea["title"], ",".join(idea["rules"] + (idea["dev"] if arg == "dev" else [])),
        idea["helped"], idea["not_helped"]) for idea in IDEAS.values())

@@ -11,12 +11,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=launch/common.sh
 source "${root}/launch/common.sh"
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "" | -*) die "WORKDIR is required as the first argument" ;;
-esac
-workdir=$(abspath "$1")
-shift
+first_dir "${1:-}" WORKDIR; shift
 shapes="fmnist,deit"
 if (($#)) && [[ "$1" != -* ]]; then
   shapes="$1"
@@ -25,4 +20,4 @@ fi
 cd "${root}"
 bash launch/setup.sh bench
 exec .venv/bin/python -m sage_jax.main --config="configs/benchmark.py:${shapes}" \
-  --workdir="${workdir}" "$@"
+  --workdir="${out_dir}" "$@"

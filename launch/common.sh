@@ -39,6 +39,17 @@ abspath() {
   printf '%s\n' "${p}"
 }
 
+# Scripts whose first argument is their output folder: --help prints the usage, a missing
+# folder is an argument error, else out_dir is its absolute path (the caller then shifts).
+first_dir() {
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    "" | -*) die "$2 is required as the first argument" ;;
+  esac
+  # shellcheck disable=SC2034  # (read by the script)
+  out_dir=$(abspath "$1")
+}
+
 # Exit status 0 when interpreter $1 runs and is at least Python $2 (default MIN_PYTHON).
 python_ok() {
   "$1" -c "import sys; sys.exit(sys.version_info < tuple(map(int, '${2:-${MIN_PYTHON}}'.split('.'))))" \

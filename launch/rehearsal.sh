@@ -21,12 +21,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=launch/common.sh
 source "${root}/launch/common.sh"
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "" | -*) die "WORKDIR is required as the first argument" ;;
-esac
-workdir=$(abspath "$1")
-shift
+first_dir "${1:-}" WORKDIR; shift
 cd "${root}"
 bash launch/setup.sh
-exec .venv/bin/python -m sage_jax.main --config=configs/rehearsal.py --workdir="${workdir}" "$@"
+exec .venv/bin/python -m sage_jax.main --config=configs/rehearsal.py --workdir="${out_dir}" "$@"

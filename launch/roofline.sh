@@ -19,15 +19,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=launch/common.sh
 source "${root}/launch/common.sh"
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "" | -*) die "OUTDIR is required as the first argument" ;;
-esac
-outdir=$(abspath "$1")
-shift
+first_dir "${1:-}" OUTDIR; shift
 cd "${root}"
 # torch: the CPU peak is the faster of jax's and torch's matmul, as the benchmark's.
 bash launch/setup.sh bench
-mkdir -p "${outdir}"
-.venv/bin/python -m sage_jax.main --config=configs/roofline.py --workdir="${outdir}" "$@" \
-  | tee "${outdir}/roofline.txt"
+mkdir -p "${out_dir}"
+.venv/bin/python -m sage_jax.main --config=configs/roofline.py --workdir="${out_dir}" "$@" \
+  | tee "${out_dir}/roofline.txt"

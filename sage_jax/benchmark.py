@@ -1,11 +1,7 @@
-"""The benchmark measure: sage_jax's jitted pipeline against a PyTorch eager reference.
-
-  python -m sage_jax.main --config=configs/benchmark.py:fmnist,deit --workdir=DIR
-
-Random weights at the Fashion-MNIST and DeiT shapes; rows for the machine's matmul peak,
-the sweep at scale (`measure.scale_rows`), and per shape the forwards, the selections and
-the sweep's structure against the reference's (`sage_jax/torch_reference.py`). What each
-row measures, and how: docs/benchmark.md.
+"""The benchmark measure: sage_jax's jitted pipeline against a PyTorch eager reference
+(`torch_reference`) on random weights at the Fashion-MNIST and DeiT shapes: the matmul peak,
+the sweep at scale, and per shape the forwards, the selections and the sweep's structure.
+What each row measures, and how: docs/benchmark.md.
 """
 import dataclasses
 import math
@@ -197,12 +193,16 @@ def jax_sweep(pipe, images, n_off):
   """The sweep's structure (`pipeline.evaluate` on one batch), the ceiling included: each
   distinct evidence set of an image goes through the server once."""
   out = jax.device_get(pipe.steps.edge(pipe.edge_params, pipe.put(images)))
-  off = np.argsort(-out["uncertainty"], kind="stable")[:n_off]
-  batch = pipe.put(dict(image=images[off], index=off.astype(np.int32),
-                        importance={k: v[off] for k, v in out["importance"].items()},
-                        tokens=out["tokens"][off], valid=np.ones(n_off, bool)))
+  batch = _server_batch(pipe, images, out, np.argsort(-out["uncertainty"], kind="stable")[:n_off])
   return jax.device_get(server_step.run_budgets(pipe.steps, pipe.server_params, batch,
                                              pipe.plan.budgets))
+
+
+def _server_batch(pipe, images, edge_out, rows):
+  """The server steps' batch of these rows of the images and their edge outputs."""
+  return pipe.put(dict(image=images[rows], index=rows.astype(np.int32),
+                       importance={k: v[rows] for k, v in edge_out["importance"].items()},
+                       tokens=edge_out["tokens"][rows], valid=np.ones(len(rows), bool)))
 
 
 def _compiled_sweep(su, rules, example):
@@ -224,9 +224,7 @@ def sweep_rows(su, shape, n_off, timed):
   pipe = su.pipe
   plan, budgets = pipe.plan, pipe.plan.budgets
   edge_out = jax.device_get(pipe.steps.edge(pipe.edge_params, pipe.put(su.images)))
-  example = pipe.put(dict(image=su.images[:n_off], index=np.arange(n_off, dtype=np.int32),
-                          importance={k: v[:n_off] for k, v in edge_out["importance"].items()},
-                          tokens=edge_out["tokens"][:n_off], valid=np.ones(n_off, bool)))
+  example = _server_batch(pipe, su.images, edge_out, np.arange(n_off))
   fast, seconds = _compiled_sweep(su, plan.rules, example)
   compiles = [_row(shape, f"compile sweep step {name}", "s", secs)
               for name, secs in zip(["ceiling"] + [f"K={k}" for k in budgets], seconds)]

@@ -115,7 +115,7 @@ def section(rows, beyond, map_budget, map_file="beyond_map.png") -> str:
       "fixed on the development half (Fashion-MNIST test images 0..4999) before the "
       "reporting half (5000..9999) was run; docs/beyond.md has the protocol and the "
       "development tables.", "",
-      f"Goal (issue 14): significantly better than both SAGE and diversity (paired 95% "
+      f"{beyond.goal}: significantly better than both SAGE and diversity (paired 95% "
       f"interval above 0) at >= {g['need']} of the {len(g['small'])} budgets K <= {SMALL_K}, "
       "and never significantly worse than the better of the two at any budget.", "",
       f"**{_goal_sentence(beyond.frozen, g)}: {verdict}.**", "",

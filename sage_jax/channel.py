@@ -1,7 +1,5 @@
-"""Uplink arithmetic: bits per evidence unit, units per bit budget, latency per channel.
-
-A unit is one raw image patch plus its position index. Latency here is serialisation
-time only (bits / rate); no queueing, retransmission or protocol headers.
+"""Uplink arithmetic: bits per evidence unit (a raw patch plus its index), units per bit
+budget, and serialisation latency per channel (no queueing or headers).
 """
 import math
 import numbers

@@ -1,9 +1,5 @@
-"""sage_jax's own checkpoint format: one msgpack file {"params": ..., "meta": ...}.
-
-`meta` records what the parameters are (variant, classes, image size) and how
-they were made, so a sweep can check a checkpoint against its config before
-any compute. Paths may be local or on any filesystem TensorFlow's gfile knows
-(`gs://...`, see `files`).
+"""sage_jax's checkpoint format: one msgpack file {"params", "meta"}; meta (variant,
+classes, image size, source) lets a sweep check a checkpoint against its config first.
 """
 import json
 import os

@@ -1,30 +1,7 @@
-"""Compile once per machine, and never run a stale program.
-
-A sweep's fixed cost is mostly compilation. With the cache on (`enable`), JAX's persistent
-compilation cache keeps every compiled step in `~/.cache/sage_jax/jax_cache`. JAX keys an
-entry on the program itself (its StableHLO, which holds every rule and score the step
-traced, wherever they are defined, and every JAX setting that changed the trace, such as
-`jax_threefry_partitionable` or the matmul precision), the compile options, the backend,
-the devices and the jax/jaxlib versions; so an entry cannot be served for another program.
-(Earlier versions also kept traced steps keyed by the source of `sage_jax/*.py`; that key
-could not see a rule registered elsewhere or a JAX setting, and served stale steps. It is
-gone: docs/choices.md.)
-
-sage_jax stores JAX's entries itself (`_Store`, JAX's cache interface), so that
-- each entry carries a sha256 of its bytes: one that fails to verify is removed with one
-  warning, compiled again and replaced (one that verifies but fails to load gets JAX's
-  warning and is replaced the same way), so results are those of a run without the cache;
-- an entry whose loading killed the process (a crash inside XLA's loader) is found by the
-  marker its load left behind, and is discarded the same way, so a bad entry cannot crash
-  every later run;
-- any gfile folder works (`gs://...`), writes are atomic under temporary names unique
-  across hosts (`files.write`);
-- the folder stays bounded (`prune`, once per `enable`): entries not used for 30 days go,
-  then the least recently used beyond 2 GiB, and any temporary file older than an hour
-  (a killed write). On a local disk a read marks an entry used; on object stores an
-  entry's age is that of its write.
-A folder that cannot be created or written is skipped with a warning: the cache never
-fails a run.
+"""Compile once per machine, and never run a stale program: JAX's persistent compilation
+cache (keyed on the traced program itself) through sage_jax's own store, whose entries are
+checksummed, crash-safe, atomically written on any gfile folder and pruned. Why and how:
+docs/choices.md ("The compilation cache"). The cache never fails a run.
 """
 import contextlib
 import hashlib
@@ -41,7 +18,7 @@ from jax._src import compilation_cache_interface
 from jax._src import path as jax_path
 from jax.experimental.compilation_cache import compilation_cache
 
-from sage_jax import files
+from sage_jax import files, timing
 
 DEFAULT = "~/.cache/sage_jax/jax_cache"
 OFF = ("", "off", "none")
@@ -165,9 +142,7 @@ def _discard(path: str, why: str) -> None:
 
 def _loaded(event="/jax/compilation_cache/cache_hits", **kwargs):
   """JAX loaded (its cache-hit event) or moved on from the entry this thread read last: its
-  marker goes. A marker left behind means the process died loading that entry (e.g. a
-  crash inside XLA's deserialization), so the next `get` of it discards the entry instead
-  of crashing every later run the same way."""
+  marker goes. A marker left behind names an entry whose load killed the process."""
   del kwargs
   if event == "/jax/compilation_cache/cache_hits":
     marker = _LOADING.pop(threading.get_ident(), None)
@@ -177,16 +152,16 @@ def _loaded(event="/jax/compilation_cache/cache_hits", **kwargs):
 
 
 def prune(folder: str, now=None) -> list:
-  """Removes what the cache no longer needs (see the module docstring) -> the names
-  removed. Several processes may prune one folder at once: a file another one removed
-  first is skipped."""
+  """Removes entries unused for MAX_AGE_SECONDS, then the least recently used beyond
+  MAX_BYTES, and stale temporary files -> the names removed. Several processes may prune
+  one folder at once: a file another one removed first is skipped."""
   now = time.time() if now is None else now
   removed, entries = [], []
   for name in files.listdir(folder):
     path = os.path.join(folder, name)
     try:
       if name == "steps" and not files.is_remote(folder) and os.path.isdir(path):
-        shutil.rmtree(path)  # traced steps of earlier versions (see the module docstring)
+        shutil.rmtree(path)  # traced steps of earlier versions (docs/choices.md)
         removed.append(name)
         continue
       used = files.mtime(path)
@@ -222,6 +197,7 @@ class Stats:
   def __init__(self):
     self.seconds, self.hits, self.misses = 0.0, 0, 0
     self._spans = []  # (end, seconds) of the outermost events so far
+    clock = timing.stopwatch()
     events = ("/jax/core/compile/jaxpr_trace_duration",
               "/jax/core/compile/jaxpr_to_mlir_module_duration",
               "/jax/core/compile/backend_compile_duration")
@@ -230,7 +206,7 @@ class Stats:
       del kwargs
       if event not in events:
         return
-      end = time.perf_counter()
+      end = clock()
       inner = [sp for sp in self._spans if sp[0] >= end - duration]
       self._spans = [sp for sp in self._spans if sp[0] < end - duration] + [(end, duration)]
       self.seconds += duration - sum(d for _, d in inner)

@@ -3,23 +3,10 @@
   python -m sage_jax.convert --src=deit_tiny_patch16_224.safetensors \
       --dst=checkpoints/deit_tiny.msgpack --variant=Ti/16
 
-Sources (the format is detected from the path and the tensor names):
-  * timm VisionTransformer state dicts: .safetensors (read here, no torch
-    needed) or .pth/.pt/.bin (needs torch);
-  * Hugging Face ViT checkpoints: a directory with config.json and
-    model.safetensors or pytorch_model.bin (the non-distilled DeiT models on
-    the Hub, facebook/deit-*-patch16-224, are of this ViT type);
-  * Google ViT .npz (`Transformer/encoderblock_N/...`) and big_vision's
-    unscanned ViT .npz with a CLS token (`params/img/...`).
-Every source is first renamed into the timm layout (torch shapes), the one
-layout all three map to by renames and reshapes, so a single function builds
-the Flax tree. The architecture comes from the tensor shapes and is checked
-against `--variant`, so weights cannot silently land in a model of another shape.
-
-Distilled DeiT (a second, distillation token and head: timm `dist_token`,
-HF `model_type: deit`) is refused: its prediction averages two heads and the
-extra token takes part in every attention map, so it is a different model
-from the one the selection rules and the paper use.
+Sources: timm state dicts (.safetensors, read without torch, or .pth/.pt/.bin), Hugging
+Face ViT directories, Google ViT and big_vision .npz. Each is renamed into the timm layout,
+so one function builds the Flax tree; the architecture read from the shapes is checked
+against --variant. Distilled DeiT is refused (docs/imagenet.md).
 """
 import json
 import math
@@ -133,9 +120,8 @@ _HF_TO_TIMM = [
     (r"embeddings\.position_embeddings", "pos_embed"),
     (r"embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
     (_LAYER + r"layernorm_before\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (_SELF + r"(?:query|q_proj)\.(weight|bias)", r"blocks.\1.attn.q.\2"),
-    (_SELF + r"(?:key|k_proj)\.(weight|bias)", r"blocks.\1.attn.k.\2"),
-    (_SELF + r"(?:value|v_proj)\.(weight|bias)", r"blocks.\1.attn.v.\2"),
+    *[(_SELF + rf"(?:{old}|{c}_proj)\.(weight|bias)", rf"blocks.\1.attn.{c}.\2")
+      for c, old in (("q", "query"), ("k", "key"), ("v", "value"))],
     (_LAYER + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
     (_LAYER + r"layernorm_after\.(weight|bias)", r"blocks.\1.norm2.\2"),
     (_LAYER + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
@@ -190,10 +176,8 @@ _NPZ_TO_TIMM = [
     (r"Transformer/posembed_input/pos_embedding", "pos_embed"),
     (r"pos_embedding", "pos_embed_patches"),  # big_vision: patches only, CLS has none
     (_BLOCK + r"LayerNorm_0/(scale|bias)", r"blocks.\1.norm1.\2"),
-    (_ATTN + r"query/(kernel|bias)", r"blocks.\1.attn.q.\2"),
-    (_ATTN + r"key/(kernel|bias)", r"blocks.\1.attn.k.\2"),
-    (_ATTN + r"value/(kernel|bias)", r"blocks.\1.attn.v.\2"),
-    (_ATTN + r"out/(kernel|bias)", r"blocks.\1.attn.proj.\2"),
+    *[(_ATTN + rf"{old}/(kernel|bias)", rf"blocks.\1.attn.{c}.\2")
+      for c, old in (("q", "query"), ("k", "key"), ("v", "value"), ("proj", "out"))],
     (_BLOCK + r"LayerNorm_[12]/(scale|bias)", r"blocks.\1.norm2.\2"),
     (_BLOCK + r"MlpBlock_\d/Dense_0/(kernel|bias)", r"blocks.\1.mlp.fc1.\2"),
     (_BLOCK + r"MlpBlock_\d/Dense_1/(kernel|bias)", r"blocks.\1.mlp.fc2.\2"),

@@ -1,12 +1,6 @@
-"""Input pipeline: TFDS datasets as fixed-size numpy batches.
-
-Every batch carries each image's index in the split, so anything random
-downstream (the `random` rule) is keyed by the image, not the batch. The last
-batch is padded to the full size and masked (`valid`), so jitted steps compile
-once and no image is dropped or counted twice. A sweep reads each record once:
-one TFDS slice per run of consecutive chunks, cut into batches at chunk borders.
-Fashion-MNIST, the embedded default, and its scenes are prepared on first use
-(`fmnist.prepare`, `scenes.prepare`).
+"""Input pipeline: TFDS datasets as fixed-size numpy batches, each image carrying its index
+in the split (so randomness is keyed by the image, not the batch); the last batch is padded
+and masked, and each record is read once (docs/choices.md, "Data").
 """
 import numpy as np
 

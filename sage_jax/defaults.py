@@ -94,8 +94,9 @@ def sweep_config() -> ml_collections.ConfigDict:
       compare_to="topk",
       # report.md's "Beyond the paper" section (configs/fmnist_beyond.py): the rule frozen on
       # the development half, which half this run is, and the ideas tried, each
-      # (title, "rule,rule,...", why it helped, why it did not). No frozen rule: no section.
-      beyond=ml_collections.ConfigDict(dict(frozen="", half="", ideas=())),
+      # (title, "rule,rule,...", why it helped, why it did not), and the goal's label. No
+      # frozen rule: no section.
+      beyond=ml_collections.ConfigDict(dict(frozen="", half="", ideas=(), goal="Goal")),
   ))
   return c
 

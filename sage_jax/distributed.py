@@ -1,8 +1,5 @@
-"""Several hosts: records travel between processes through JAX's own collectives.
-
-Process p evaluates one contiguous block of the image chunks (`my_chunks`), so it reads one
-slice of the split; `gather_chunks` gives every process every chunk's records (no shared
-filesystem needed), and process 0 writes.
+"""Several hosts: process p evaluates one contiguous block of chunks (`my_chunks`), records
+travel to every process through JAX's collectives (`gather_chunks`), process 0 writes.
 """
 import io
 

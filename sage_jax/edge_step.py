@@ -1,7 +1,5 @@
-"""The edge step: the edge forward, the gate's uncertainty and every importance score.
-
-`make_edge_step` jits one step per edge batch; it returns per-image values only, the
-offloaded rows' importance and tokens staying on the devices for the server step.
+"""The edge step: edge forward, the gate's uncertainty and every importance score; only
+per-image values return, the offloaded rows' importance and tokens stay on the devices.
 """
 import jax
 import jax.numpy as jnp

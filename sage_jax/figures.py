@@ -1,7 +1,5 @@
-"""Figures: which patches each rule sends (selection map), accuracy vs cost with intervals.
-
-Both render PNG bytes in memory with matplotlib's Agg backend and write them atomically
-(files.write: local files renamed into place, gs:// objects whole on close).
+"""Figures: which patches each rule sends (selection map), accuracy vs cost with intervals;
+PNG bytes rendered with matplotlib's Agg backend, written atomically.
 """
 import io
 import math

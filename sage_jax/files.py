@@ -1,18 +1,6 @@
-"""Files on any filesystem TensorFlow's gfile knows: local paths through `os`, the rest
-(`gs://` on TPU VMs, `s3://`, `hdfs://`, `ram://` in tests) through `tf.io.gfile`.
-
-TensorFlow is imported only when a path needs it (it holds `://`), so a sweep into a
-local folder never imports it for its files (the accelerator benchmark's import chain
-stays free of it).
-
-How a write stays atomic (`write`): a local file is written under a temporary name in
-the same folder (random, so unique across processes and hosts sharing it), fsynced and
-renamed over the final name (`os.replace`), so a reader (or a resumed run after a kill)
-sees the old file or the new one, never a part. On an object store (`gs://`, `s3://`) an
-object becomes visible only whole, when the upload is closed, so the final name is written
-directly: a killed upload leaves no object (or the previous one). TensorFlow's `ram://`
-filesystem, used by the tests in place of an object store, appends when a file is opened
-again for writing, so an existing file is removed first there.
+"""Files on any filesystem TensorFlow's gfile knows: local paths through `os` (TensorFlow
+is imported only for a path with `://`), the rest (`gs://`, `s3://`, `ram://` in tests)
+through `tf.io.gfile`. Every write is atomic (`write`; docs/choices.md, "Data").
 """
 import io
 import os
@@ -91,8 +79,7 @@ def open_read(path: str):
 
 
 def write(path: str, data: bytes) -> None:
-  """Writes `data` to `path` atomically (see the module docstring for how, per
-  filesystem); the parent folder must exist."""
+  """Writes `data` to `path` atomically (docs/choices.md); the parent folder must exist."""
   if is_remote(path):
     gfile = _gfile()
     if path.startswith("ram://") and gfile.exists(path):

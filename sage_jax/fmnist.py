@@ -1,11 +1,7 @@
-"""Fashion-MNIST, the embedded default, prepared for TFDS on first use.
-
-From Debian's `dataset-fashion-mnist` files when they are there, else by TFDS's own
-download. Debian recompressed the original .gz files, so their bytes differ from the ones
-TFDS has checksums for while the data inside is the same: before TFDS builds from them,
-the decoded contents of each file are checked against the original's digest (below), and
-TFDS is then given the checksums of exactly those files for that one build (nothing is
-written into the installed TFDS package and its checksum checking stays on).
+"""Fashion-MNIST, the embedded default, prepared for TFDS on first use: from Debian's
+`dataset-fashion-mnist` files (recompressed, so their decoded contents are checked against
+the originals' digests and TFDS gets those files' checksums for that one build), else by
+TFDS's own download.
 """
 import gzip
 import hashlib

@@ -1,18 +1,8 @@
 """Patch importance from the edge's intermediates (pure, one example; vmap for a batch).
 
-An importance function maps the edge's intermediates for one image, `out` (see
-`vit.ViT`: "attns", a list over blocks of f32[H, T, T] with CLS first, and
-"tokens", f32[N, D]), to f32[N]. Every one is non-negative and sums to 1 over
-the N patches, so thresholds are comparable across images (uniform importance
-= 1/N). Adding one: a function plus an entry in IMPORTANCES; a sweep then runs
-any rule on it as `rule:name`.
-
-Beside the last block's attention and rollout, three sink-aware scores (docs/beyond.md): a
-small edge's attention can have sinks, patches that every query attends to whatever it
-asks (background patches of shoes in the shipped Fashion-MNIST edge), so "most attended"
-is not "most informative". `cls_all` averages the blocks, `cls_specific` keeps the CLS
-attention in excess of what every token pays, `norm_filtered` drops register-like
-high-norm tokens (Darcet et al. 2024). docs/beyond.md has what each did.
+An importance function maps one image's `out` (`vit.ViT`: "attns", per block f32[H, T, T]
+with CLS first; "tokens", f32[N, D]) to f32[N] >= 0 summing to 1, so thresholds compare
+across images. Beside attention and rollout, three sink-aware scores (docs/beyond.md).
 """
 import jax.numpy as jnp
 
@@ -45,16 +35,9 @@ def rollout(out):
 
 
 def rollout_im(out):
-  """Attention rollout as Im et al. (2024)'s reference code computes it -> f32[N].
-
-  Per head h: J_h = (A_L,h + I) ... (A_1,h + I), the identity added WITHOUT renormalising
-  the rows; then the mean of J_h over heads, its CLS row over the patches, normalised.
-  `rollout` (Abnar & Zuidema 2020) instead averages the heads in every block and rolls
-  out the row-normalised 0.5 A + 0.5 I. For softmax rows (which sum to 1) the missing
-  renormalisation only scales J by 2^L, which the final normalisation removes, so the real
-  difference is where the heads are averaged: a mean of per-head products here, a product
-  of head means there (cross-head paths, head 1 in block 1 -> head 2 in block 2, count in
-  Abnar-Zuidema, not here). One head, or one block: the two agree.
+  """Attention rollout as Im et al. (2024)'s reference code computes it -> f32[N]: per head
+  h, J_h = (A_L,h + I) ... (A_1,h + I), rows not renormalised; the mean of J_h over heads,
+  its CLS row over the patches, normalised. How it differs from `rollout`: docs/choices.md.
   """
   attns = out["attns"]
   t = attns[0].shape[-1]

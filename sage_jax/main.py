@@ -1,10 +1,7 @@
 """Entry point: `python -m sage_jax.main --config=configs/X.py --workdir=DIR`.
 
-config.mode picks the job: "sweep" (budget sweep; the default configs), "train" (the
-embedded Fashion-MNIST models) or "measure" (the measures named in config.measures:
-configs/benchmark.py, configs/rehearsal.py, configs/roofline.py; sage_jax/measure.py). Bad input (config values, files,
-data) ends with one line naming the bad value and exit code 2; --verbose adds
-the traceback.
+config.mode picks the job: "sweep", "train" or "measure" (`measure.MEASURES`). Bad input
+ends with one line naming the bad value and exit code 2; --verbose adds the traceback.
 """
 import sys
 import traceback

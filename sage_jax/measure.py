@@ -1,15 +1,9 @@
-"""Measures: configs of the one job that time the pipeline instead of sweeping it.
-
-A config with `mode = "measure"` names its measures (`measures = "benchmark"`; `MEASURES`):
-each is a module whose `rows(config, workdir, log)` yields dict rows, and one writer
-(`run`) keeps WORKDIR/<measure>.json (rewritten after every row, so a run cut short keeps
-what it measured), prints the rows as tables and writes them to WORKDIR/<measure>.md.
-A row's "table" names the table it belongs to.
-
-What the measures share, once: random weights at a shape (`random_params`), synthetic
-images (`synthetic_images`), the shapes (`SHAPES`), ahead-of-time compilation (`aot`), the
-forward-alone timing (`forward_seconds`) and the sweep at scale (`scale_rows`). Clocks are
-`timing`'s; the mesh is the pipeline's (`pipeline.build`). No module here imports torch.
+"""Measures: configs of the one job (`mode = "measure"`) that time the pipeline instead of
+sweeping it. Each measure (`MEASURES`) is a module whose `rows(config, workdir, log)` yields
+dict rows; one writer (`run_measures`) keeps WORKDIR/<measure>.json (rewritten after every
+row), prints the tables and writes WORKDIR/<measure>.md. Here too what the measures share:
+random weights, synthetic images, the shapes, AOT compilation, the forwards alone and the
+sweep at scale. No module here imports torch.
 """
 import importlib
 import importlib.metadata
@@ -45,18 +39,24 @@ def shape(name: str) -> tuple:
   return SHAPES[name]
 
 
-def shape_plan(name: str, rules=(), budgets=(), compute_dtype="float32", batch=0,
+def configured(config, rules=(), budgets=(), compute_dtype="float32", batch=0,
                server_batch=0):
-  """The shape's sweep config with these rules and budgets (default: the config's rules,
-  the shape's budgets) and batch sizes (0: the config's) -> its checked plan."""
-  config_fn, default_budgets, _ = shape(name)
-  config = config_fn()
+  """A sweep config with these rules and budgets (default: its own), dtype and batch sizes
+  (0: its own) -> its checked plan."""
   config.rules = ",".join(rules) or config.rules
-  config.budgets = ",".join(str(k) for k in (budgets or default_budgets))
+  config.budgets = ",".join(str(k) for k in budgets) or config.budgets
   config.compute_dtype = compute_dtype
   config.batch_size = batch or config.batch_size
   config.server_batch_size = server_batch or config.server_batch_size
   return plan_lib.make(config)
+
+
+def shape_plan(name: str, rules=(), budgets=(), compute_dtype="float32", batch=0,
+               server_batch=0):
+  """The shape's sweep config (its rules, the shape's budgets unless given) -> its plan."""
+  config_fn, default_budgets, _ = shape(name)
+  return configured(config_fn(), rules, budgets or default_budgets, compute_dtype, batch,
+                    server_batch)
 
 
 def random_params(model, channels: int, seed: int = 0):
@@ -124,9 +124,9 @@ def matmul_seconds(n: int, dtype: str, timed) -> float:
 
 
 def forward_seconds(pipe, server, names, timed, images) -> dict:
-  """The sweep's forwards alone: the edge step on pipe's edge batch, the server on its
-  server batch with all patches ("ceiling") or K random patches (int K), each compiled
-  ahead of time. images: f32[>= both batches, H, W, C]. timed(fn) -> seconds.
+  """The sweep's forwards alone, compiled ahead of time: the edge step on pipe's edge batch,
+  the server on its server batch with all patches ("ceiling") or K random patches (int K).
+  images: f32[>= both batches, H, W, C]; timed(fn) -> seconds.
   -> {name: (seconds per call, compile seconds)}."""
   b, s, n = pipe.plan.batch_size, pipe.plan.server_batch_size, server.num_patches
   x_edge, x_server = pipe.put(images[:b]), pipe.put(images[:s])
@@ -134,16 +134,13 @@ def forward_seconds(pipe, server, names, timed, images) -> dict:
   ceiling = jax.jit(lambda p, x: server.apply({"params": p}, x, logits_only=True)[0])
   out = {}
   for name in names:
-    if name == "edge":
-      args = (pipe.edge_params, x_edge)
-      fn, secs = aot(pipe.steps.edge, *args)
-    elif name == "ceiling":
-      args = (pipe.server_params, x_server)
-      fn, secs = aot(ceiling, *args)
+    if name in ("edge", "ceiling"):
+      jitted, args = ((pipe.steps.edge, (pipe.edge_params, x_edge)) if name == "edge"
+                      else (ceiling, (pipe.server_params, x_server)))
     else:
-      args = (pipe.server_params, x_server, pipe.put(keep_indices(s, n, name)),
-              pipe.put(np.ones((s, name), bool)))
-      fn, secs = aot(subset, *args)
+      keep = (pipe.put(keep_indices(s, n, name)), pipe.put(np.ones((s, name), bool)))
+      jitted, args = subset, (pipe.server_params, x_server, *keep)
+    fn, secs = aot(jitted, *args)
     out[name] = (timed(lambda: fn(*args)), secs)
   return out
 
@@ -152,9 +149,8 @@ def forward_seconds(pipe, server, names, timed, images) -> dict:
 
 def scale_plan(config, n_images: int, share: float, rules=(), budgets=(),
                compute_dtype="float32", server_batch: int = 0):
-  """A sweep config (every rule and budget of it unless given) -> its checked plan, the
-  gate offloading `share`. Batch sizes: the config's (server_batch > 0 replaces its server
-  batch), capped by the work: edge batch <= n_images, server batch <= the images offloaded."""
+  """A sweep config (its rules and budgets unless given) -> its checked plan, the gate
+  offloading `share`; batch sizes the config's (or server_batch), capped by the work."""
   if n_images < 1:
     raise ValueError(f"scale images {n_images} is not allowed; give at least 1")
   if not 0 < share <= 1:
@@ -162,20 +158,15 @@ def scale_plan(config, n_images: int, share: float, rules=(), budgets=(),
   if server_batch < 0:
     raise ValueError(f"server batch {server_batch} is not allowed; give a size > 0, or 0 "
                      "(the config's)")
-  config.rules = ",".join(rules) or config.rules
-  config.budgets = ",".join(str(k) for k in budgets) or config.budgets
-  config.compute_dtype = compute_dtype
   config.gate.measure, config.gate.fraction = "fraction", share
-  config.batch_size = min(config.batch_size, n_images)
-  config.server_batch_size = min(server_batch or config.server_batch_size,
-                                 max(1, math.ceil(share * n_images)))
-  return plan_lib.make(config)
+  return configured(config, rules, budgets, compute_dtype, min(config.batch_size, n_images),
+                    min(server_batch or config.server_batch_size,
+                        max(1, math.ceil(share * n_images))))
 
 
 def sweep_at_scale(plan, n_images: int, share: float) -> dict:
-  """The sweep's pipeline (`pipeline.evaluate`) on random weights over n_images synthetic
-  images, the threshold calibrated so `share` are offloaded (docs/benchmark.md). A warm-up
-  on the first edge batch compiles every step first; the calibration pass is not timed."""
+  """The sweep's pipeline on random weights over n_images synthetic images, `share` of them
+  offloaded (docs/benchmark.md); a warm-up batch compiles every step first."""
   pipe = pipeline.build(plan, random_models(plan))
   batches = synthetic_batches(n_images, pipe.plan.batch_size, plan.dataset)
   threshold = offload.calibrate_fraction(pipeline.uncertainties(pipe, batches)[0], share)
@@ -242,11 +233,7 @@ def describe() -> dict:
 
 
 def _cell(v) -> str:
-  if v is None:
-    return ""
-  if isinstance(v, float):
-    return f"{v:.4g}"
-  return str(v)
+  return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def tables(rows) -> dict:

@@ -1,11 +1,5 @@
-"""Per-image sweep records -> one summary row per (rule, budget), with 95% intervals.
-
-Intervals are percentile bootstraps over images (stats.bootstrap_ci); every rule
-is compared with `topk` on the same offloaded images (paired bootstrap of the
-accuracy difference and an exact McNemar test), and with any other rule a config
-names in `report.compare_to` (`add_comparisons`: diff_vs_<rule>, p_vs_<rule>).
-Spatial coverage is computed per image inside the sweep's jitted step
-(`server_step.coverage`) and averaged here.
+"""Per-image sweep records -> one summary row per (rule, budget), with 95% bootstrap
+intervals and paired comparisons with `topk` and `report.compare_to` (`add_comparisons`).
 """
 import math
 

@@ -1,11 +1,6 @@
-"""Offload gate: when is the edge unsure enough to ask the server?
-
-Each measure maps the edge's logits f32[C] to an uncertainty where larger
-means less sure; an image is offloaded when uncertainty > threshold. For
-`margin` the uncertainty is minus the top-2 probability gap, so "offload when
-the margin is below eta" is uncertainty > -eta. `fraction` ranks images by
-min-entropy and offloads a fixed share of the least confident (the threshold is
-calibrated on the evaluated images, see `calibrate_fraction`).
+"""Offload gate: each measure maps the edge's logits f32[C] to an uncertainty (larger: less
+sure); an image is offloaded when it is > the threshold. `margin` is minus the top-2 gap;
+`fraction` offloads a fixed share, least confident first (`calibrate_fraction`).
 """
 import jax
 import jax.numpy as jnp

@@ -1,16 +1,9 @@
 """The host loop: edge step -> gate -> selection-and-server step, over any batches.
 
-`build(plan, models)` places the parameters on the local devices and makes the jitted
-steps (`edge_step`, `server_step`); `evaluate(pipe, batches, threshold)` runs them over
-batches from any iterator (TFDS in the sweep, synthetic arrays in the measures) and
-returns per-image records.
-
-Per edge batch the edge runs once. Offloaded images are gathered into fixed-size server
-batches (padded + masked at the end), so the server only ever sees offloaded images and
-every step has one static shape. The devices never wait for the host: each edge batch is
-dispatched before the host reads the previous one's few per-image values; the offloaded
-rows (images, importance, tokens) stay on the devices and are regrouped there
-(`_regroup_fns`); each server batch's outputs are read after the next one is dispatched.
+`build` places the parameters on the local devices' mesh and makes the jitted steps;
+`evaluate` runs them over any batch iterator -> per-image records. Offloaded rows are
+regrouped into fixed-size server batches on the devices, and the host reads each step one
+behind its dispatch (docs/choices.md, "The sweep").
 """
 import dataclasses
 import functools
@@ -118,11 +111,9 @@ MAP_KEYS = ("map_image", "map_keep_idx", "map_keep_mask")
 
 
 def _regroup_fns(pipe: Pipeline):
-  """Jitted device functions that regroup offloaded rows into server batches in place.
-
-  The buffer holds server_batch_size + batch_size rows: the offloaded rows not yet sent to
-  the server, in offload order from row 0, zeros after them (so a last, partial server
-  batch is padded with zeros, as the server steps expect).
+  """Jitted device functions that regroup offloaded rows into server batches in place. The
+  buffer holds server_batch_size + batch_size rows: the offloaded rows not yet sent, from
+  row 0, then zeros (so a last, partial server batch is padded, as the server steps expect).
   """
   s, cap = pipe.plan.server_batch_size, pipe.plan.server_batch_size + pipe.plan.batch_size
   split = jax.sharding.NamedSharding(pipe.mesh, jax.sharding.PartitionSpec("batch"))

@@ -58,6 +58,7 @@ class Beyond:
   frozen: str       # the rule label frozen on the development half
   half: str         # which half of the data this run is, in words
   ideas: tuple      # Idea, in the config's order
+  goal: str = "Goal"  # the goal sentence's label in report.md
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +223,7 @@ def _beyond(cfg, labels, compare_to):
       _require(label in labels, f"report.beyond.ideas {title!r}: rule", label,
                f"name rules this sweep runs: {', '.join(labels)}")
     ideas.append(Idea(title, members, helped, not_helped))
-  return Beyond(cfg.frozen, cfg.half, tuple(ideas))
+  return Beyond(cfg.frozen, cfg.half, tuple(ideas), cfg.get("goal") or "Goal")
 
 
 def _patches(variant: str, image_size: int, role: str):

@@ -1,14 +1,6 @@
-"""Per-image evaluation preprocessing, as TensorFlow ops for the tf.data pipeline.
-
-Runs on one image before batching, so images of any size end up with one
-shape. `for_config(cfg)` picks the dataset config's `preprocess`:
-  * "scale":     x/255, then (x - mean) / std (Fashion-MNIST; same size in and out);
-  * "deit_eval": DeiT/timm evaluation: resize the shorter side to
-                 `resize_size` (256) with bicubic, center-crop `image_size`
-                 (224), then ImageNet mean/std. This is timm's
-                 Resize(256, bicubic) + CenterCrop(224) on PIL images: JPEGs
-                 decoded as PIL decodes them, the resize rounded to 8 bits as
-                 PIL does (within 2 levels of PIL, 0.1-0.3% of values differ).
+"""Per-image evaluation preprocessing as TensorFlow ops for tf.data (`for_config`): "scale"
+(x/255, then mean/std) or "deit_eval" (timm's Resize(256, bicubic) + CenterCrop(224) on
+PIL images, matched within 2 levels; docs/choices.md, "Data").
 """
 import tensorflow as tf
 

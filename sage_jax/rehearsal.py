@@ -1,14 +1,7 @@
-"""The rehearsal measure: the ImageNet sweep at ImageNet shapes, synthetic data, random weights.
-
-  python -m sage_jax.main --config=configs/rehearsal.py --workdir=WORKDIR \
-      [--config.num_images=N] [--config.FIELD=VALUE ...]
-
-A synthetic `imagenet2012` validation split built once through TFDS's own builder and
-random DeiT-Ti/16 / DeiT-B/16 checkpoints (both cached under rehearsal.cache_dir), swept by
-`sweep.run` in this process; then three numbers: images_per_second, bytes_read_ratio (bytes
-the process read over the stored bytes of the records evaluated) and pipeline_efficiency
-(the sweep's forwards timed alone over its steady wall time). How each is counted, and
-several processes: docs/imagenet.md.
+"""The rehearsal measure: the ImageNet sweep at ImageNet shapes on a synthetic
+`imagenet2012` validation split (built once through TFDS's own builder) with random DeiT
+weights, swept by `sweep.run` -> images_per_second, bytes_read_ratio and
+pipeline_efficiency. How each is counted, and several processes: docs/imagenet.md.
 """
 import contextlib
 import io
@@ -34,8 +27,7 @@ MAIN_THREAD_SHARE = 0.25
 MEASURE_FIELDS = ("measures", "rehearsal")  # the rest of the config is the sweep's
 
 
-# ---------------------------------------------------------------------------------------
-# Synthetic imagenet2012 validation split
+# --- Synthetic imagenet2012 validation split ---------------------------------------------
 
 def _size(rng):
   u, acc = rng.random(), 0.0
@@ -116,8 +108,7 @@ def synthetic_imagenet(cache_dir: str, num_images: int = 5000, seed: int = 0,
   return data_dir, dict(stats, built=True)
 
 
-# ---------------------------------------------------------------------------------------
-# Random weights and the forwards alone
+# --- Random weights and the forwards alone -----------------------------------------------
 
 def random_checkpoint(cache_dir: str, variant: str, seed: int = 0, num_classes: int = 1000,
                       image_size: int = 224) -> str:
@@ -158,33 +149,27 @@ def forward_seconds(models, plan, counts: dict, repeats: int = 2, seed: int = 0)
   return out
 
 
-# ---------------------------------------------------------------------------------------
-# Bytes read
+# --- Bytes read --------------------------------------------------------------------------
 
 def _rchar(path: str):
+  """The bytes read so far ("rchar") from a /proc io file, or None without one."""
   try:
     with open(path) as f:
-      for line in f:
-        if line.startswith("rchar:"):
-          return int(line.split()[1])
-  except OSError:
+      return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+  except (OSError, StopIteration):
     return None
-  return None
-
-
-def _io_counters() -> dict:
-  """rchar of the whole process and of the calling thread (None without /proc)."""
-  return dict(process=_rchar("/proc/self/io"), thread=_rchar("/proc/thread-self/io"))
 
 
 @contextlib.contextmanager
 def _io_window(box: dict):
-  """Records the read counters at the start and end of the window into `box`."""
-  box["io_start"] = _io_counters()
+  """Records the read counters of the process and of the calling thread at the start and
+  end of the window into `box`."""
+  counters = lambda: dict(process=_rchar("/proc/self/io"), thread=_rchar("/proc/thread-self/io"))
+  box["io_start"] = counters()
   try:
     yield
   finally:
-    box["io_end"] = _io_counters()
+    box["io_end"] = counters()
 
 
 def stored_split_bytes(dataset_cfg) -> tuple:
@@ -197,7 +182,7 @@ def stored_split_bytes(dataset_cfg) -> tuple:
 
 
 def bytes_read(box: dict, dataset_cfg, images: int) -> dict:
-  """The read counters of the sweep's window (see the module docstring) -> ratio & parts."""
+  """The read counters of the sweep's window -> bytes_read_ratio (docs/imagenet.md) & parts."""
   start, end = box.get("io_start") or {}, box.get("io_end") or {}
   stored, split_images, shards = stored_split_bytes(dataset_cfg)
   out = dict(stored_split_bytes=stored, split_images=split_images, shards=shards,
@@ -240,8 +225,7 @@ def all_processes(own: dict) -> dict:
   return dict(combine_reads(parts), own=own)
 
 
-# ---------------------------------------------------------------------------------------
-# The rehearsal
+# --- The rehearsal -----------------------------------------------------------------------
 
 def _clear(workdir: str, overwrite: bool) -> None:
   """Refuses (or with overwrite clears) a workdir holding an earlier run's progress."""
@@ -289,8 +273,8 @@ def _prepare(config, r) -> dict:
 
 
 def rows(config, workdir, log):
-  """The rehearsal (module docstring) -> one row, what WORKDIR/rehearsal.json holds
-  (processes other than 0 print their bytes read and yield none)."""
+  """The rehearsal -> one row, what WORKDIR/rehearsal.json holds (processes other than 0
+  print their bytes read and yield none)."""
   r = config.rehearsal
   sweep_config, synthetic = _prepare(config, r)
   _clear(workdir, r.overwrite)
@@ -308,10 +292,11 @@ def rows(config, workdir, log):
   reads = all_processes(bytes_read(box, sweep_config.dataset, own))
   if jax.process_index() != 0:  # process 0 holds the timing, so it reports
     mb = reads["own"].get("dataset_bytes_read")
-    print(f"process {jax.process_index()}: read {_num(mb and mb / 1e6, '.1f')} MB for its "
-          f"{own} images; process 0 writes rehearsal.json", flush=True)
+    mb = "nan" if mb is None else f"{mb / 1e6:.1f}"
+    print(f"process {jax.process_index()}: read {mb} MB for its {own} images; process 0 "
+          "writes rehearsal.json", flush=True)
     return
-  t = done.timing
+  t, read = done.timing, reads.get("dataset_bytes_read")
   seg = t["segments_s"]
   steady_s = t["wall_s"] - seg.get("setup", 0.0) - seg.get("compile", 0.0)
   log("timing the forwards alone at the sweep's shapes ...")
@@ -323,7 +308,7 @@ def rows(config, workdir, log):
       bytes_read_ratio=reads["bytes_read_ratio"],
       pipeline_efficiency=forwards["total_s"] / steady_s if steady_s > 0 else None,
       steady_s=steady_s, wall_s=t["wall_s"], forwards_s=forwards["total_s"],
-      dataset_mb_read=_div(reads.get("dataset_bytes_read"), 1e6),
+      dataset_mb_read=None if read is None else read / 1e6,
       stored_mb_evaluated=reads["stored_bytes_evaluated"] / 1e6,
       timing=t, bytes=reads, forwards=forwards, synthetic=synthetic,
       devices=[str(d) for d in jax.local_devices()],
@@ -334,16 +319,9 @@ def rows(config, workdir, log):
                  compute_dtype=c.compute_dtype))
 
 
-def _div(x, d):
-  return None if x is None else x / d
-
-
-def _num(x, fmt):
-  return "nan" if x is None else format(x, fmt)
-
-
 def notes(rows) -> list:
   """The last line printed: the three numbers."""
-  return [f"rehearsal: images_per_second={_num(r['images_per_second'], '.2f')} "
-          f"bytes_read_ratio={_num(r['bytes_read_ratio'], '.3f')} "
-          f"pipeline_efficiency={_num(r['pipeline_efficiency'], '.3f')}" for r in rows]
+  fmt = lambda x, spec: "nan" if x is None else format(x, spec)
+  return [f"rehearsal: images_per_second={fmt(r['images_per_second'], '.2f')} "
+          f"bytes_read_ratio={fmt(r['bytes_read_ratio'], '.3f')} "
+          f"pipeline_efficiency={fmt(r['pipeline_efficiency'], '.3f')}" for r in rows]

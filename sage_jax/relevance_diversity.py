@@ -1,9 +1,6 @@
-"""Relevance-diversity rules: each trades attention (relevance) against max-min spread.
-
-The shipped edge's attention has sinks, so top-K and SAGE's pool of the 2K most attended
-patches send background, while pure max-min `diversity` ignores the attention altogether.
-Each rule here trades the two per image; docs/beyond.md has their development tables and
-the frozen choice. Registered in `selection.RULES` (after the paper's rules) on import.
+"""Relevance-diversity rules (`mmr`, `sage_adaptive`, `dpp`): each trades attention against
+max-min spread per image, for an edge whose attention has sinks (docs/beyond.md).
+Registered in `selection.RULES` on import.
 """
 import math
 

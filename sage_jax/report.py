@@ -1,9 +1,4 @@
-"""Results -> table on stdout; results.csv/.json, per_image.npz, plots and report.md.
-
-Every file is written atomically (files.write: locally to a temporary name,
-then renamed; on an object store such as gs:// to its final name, which appears whole
-when the upload closes), so a killed run never leaves a half-written result.
-"""
+"""Results -> table on stdout; results.csv/.json, per_image.npz, plots and report.md."""
 import csv
 import io
 import json
@@ -248,12 +243,9 @@ def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="") -
 
 
 def write_all(rows, workdir, records, plan, examples=None):
-  """results.csv/.json, per_image.npz, the plots and report.md.
-
-  examples: the selection map's rows (`pipeline.MAP_KEYS`: u8 images [M, H, W, C],
-  keep_idx / keep_mask [M, R, K] at plan.report.map_budget), or None. The comparisons with
-  plan.report.compare_to are added to `rows` here, in place.
-  """
+  """results.csv/.json, per_image.npz, the plots and report.md; the comparisons with
+  report.compare_to are added to `rows` in place. examples: the selection map's rows
+  (`pipeline.MAP_KEYS`), or None."""
   metrics.add_comparisons(rows, records, plan.labels, plan.budgets, plan.report.compare_to,
                           plan.report.n_boot)
   files.write(os.path.join(workdir, "results.csv"), to_csv(rows))

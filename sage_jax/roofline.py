@@ -1,26 +1,20 @@
-"""The roofline measure: the ImageNet sweep projected onto accelerators, the method checked.
-
-  python -m sage_jax.main --config=configs/roofline.py --workdir=DIR [--config.FIELD=VALUE]
-
-No accelerator has run sage_jax yet; this says what one should do with the paper's sweep
-(DeiT-Ti/16 -> DeiT-B/16, every rule at B = 16..196, 50,000 images) from XLA's cost
-analysis of each compiled step of the sweep (`step_costs`; a budget step's server loop is
-counted once by XLA and put back `trips` times), a roofline per chip (`PEAKS`) and data
-parallelism over a system's chips (`SYSTEMS`), with the JPEG decoding each host must keep
-up with; the same method is checked against this CPU's measured step times
-(`check_shape`). The method, its assumptions and a run: docs/imagenet.md.
+"""The roofline measure: the paper's ImageNet sweep projected onto accelerators from XLA's
+cost analysis of each compiled step (`step_costs`), a roofline per chip (`PEAKS`) and data
+parallelism over a system's chips (`SYSTEMS`), the method checked against this CPU's step
+times (`check_shape`). The method, its assumptions and a run: docs/imagenet.md.
 """
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax import measure, pipeline, timing, vit
+from sage_jax import measure, pipeline, timing
 from sage_jax.step_costs import (Cost, budget_cost, compile_steps, projection_plan,
                                  select_cost, step_costs)
+
 
 class Peak(NamedTuple):
   """One chip's dense bf16 peak and memory bandwidth, with the document they come from."""
@@ -29,19 +23,13 @@ class Peak(NamedTuple):
   source: str
 
 
-PEAKS = {
-    "H100 SXM": Peak(989e12, 3.35e12, "NVIDIA H100 Tensor Core GPU datasheet: SXM5, BF16 "
-                     "Tensor Core 1,979 TFLOPS with sparsity (989 dense), 3.35 TB/s HBM3"),
-    "H200": Peak(989e12, 4.8e12, "NVIDIA H200 Tensor Core GPU datasheet: SXM, BF16 Tensor "
-                 "Core 1,979 TFLOPS with sparsity (989 dense), 4.8 TB/s HBM3e"),
-    "A100 SXM 80GB": Peak(312e12, 2.039e12, "NVIDIA A100 Tensor Core GPU datasheet: BF16 "
-                          "Tensor Core 312 TFLOPS (624 with sparsity), 80GB SXM 2,039 GB/s"),
-    "TPU v4": Peak(275e12, 1.2e12, "Cloud TPU docs, TPU v4: peak compute per chip 275 TFLOPs "
-                   "(bf16), HBM2 32 GiB, 1,200 GBps"),
-    "TPU v5e": Peak(197e12, 819e9, "Cloud TPU docs, TPU v5e: peak compute per chip 197 TFLOPs "
-                    "(bf16), HBM2 16 GB, 819 GBps"),
-    "TPU v5p": Peak(459e12, 2765e9, "Cloud TPU docs, TPU v5p: peak compute per chip 459 "
-                    "TFLOPs (bf16), HBM2e 95 GB, 2,765 GBps"),
+PEAKS = {  # datasheets (NVIDIA) and the Cloud TPU docs; dense bf16, not the 2:4-sparse figure
+    "H100 SXM": Peak(989e12, 3.35e12, "NVIDIA H100 datasheet, SXM5: 989 TFLOPS, 3.35 TB/s"),
+    "H200": Peak(989e12, 4.8e12, "NVIDIA H200 datasheet, SXM: 989 TFLOPS, 4.8 TB/s HBM3e"),
+    "A100 SXM 80GB": Peak(312e12, 2.039e12, "NVIDIA A100 datasheet, 80GB SXM: 312 TFLOPS"),
+    "TPU v4": Peak(275e12, 1.2e12, "Cloud TPU docs, v4 per chip: 275 TFLOPs, 1,200 GBps"),
+    "TPU v5e": Peak(197e12, 819e9, "Cloud TPU docs, v5e per chip: 197 TFLOPs, 819 GBps"),
+    "TPU v5p": Peak(459e12, 2765e9, "Cloud TPU docs, v5p per chip: 459 TFLOPs, 2,765 GBps"),
 }
 
 # accelerator -> (system, chips, hosts): the machine a researcher would rent. TPU v4 and
@@ -64,18 +52,11 @@ def roofline(cost: Cost, peak_flops: float, bandwidth: float) -> tuple:
   return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
-def sweep_calls(images: int, share: float, batch: int, server_batch: int) -> tuple:
-  """-> (edge steps, server batches): every batch is padded to its static shape."""
-  return math.ceil(images / batch), math.ceil(images * share / server_batch)
-
-
 def trips_by_budget(budgets, dedup: float, rules: int, full_budget=None,
                     full_trips: float = 1.0) -> dict:
-  """Server chunks each budget step runs per server batch: dedup x rules on average (the
-  fresh rows over a chunk's rows). At K = N (full_budget) only full_trips: every
-  fixed-size rule sends the ceiling's set there and the threshold rules their saturated
-  sets of the budget before (the Fashion-MNIST main job ran one chunk a server batch at
-  K = 49); the other budgets share the rest, at most `rules` chunks each."""
+  """Server chunks each budget step runs per server batch: dedup x rules on average; at
+  K = N (full_budget) only full_trips (every set was seen before; docs/imagenet.md), the
+  other budgets sharing the rest, at most `rules` chunks each."""
   if full_budget not in budgets or len(budgets) == 1:
     return {k: dedup * rules for k in budgets}
   total = dedup * rules * len(budgets)
@@ -86,14 +67,12 @@ def trips_by_budget(budgets, dedup: float, rules: int, full_budget=None,
 
 def sweep_seconds(costs: dict, peak_flops, bandwidth, images, share, dedup, rules, batch,
                   server_batch, full_budget=None, full_trips=1.0) -> dict:
-  """One chip's seconds for the sweep, step by step at the roofline.
-
-  costs: "edge", "ceiling", and per budget k ("select", k) and ("chunk", k). Each budget
-  step runs `trips_by_budget` server chunks. -> dict(seconds, compute_s, memory_s (time
-  in steps bound by each), edge_s,
-  server_s, per_image_s, bound, flops_only_s: the FLOPs alone at the peak, the floor;
-  budget_s: each budget step's seconds)."""
-  edge_calls, server_batches = sweep_calls(images, share, batch, server_batch)
+  """One chip's seconds for the sweep, step by step at the roofline. costs: "edge",
+  "ceiling", and per budget k ("select", k) and ("chunk", k). -> dict(seconds, compute_s,
+  memory_s (in steps bound by each), edge_s, server_s, per_image_s, bound, flops_only_s
+  (the FLOPs alone at the peak, the floor), budget_s (per budget step))."""
+  # Every batch is padded to its static shape.
+  edge_calls, server_batches = math.ceil(images / batch), math.ceil(images * share / server_batch)
   budgets = sorted(key[1] for key in costs if isinstance(key, tuple) and key[0] == "chunk")
   trips = trips_by_budget(budgets, dedup, rules, full_budget, full_trips)
   steps = [(edge_calls, costs["edge"], "edge"), (server_batches, costs["ceiling"], "server")]
@@ -117,8 +96,8 @@ def sweep_seconds(costs: dict, peak_flops, bandwidth, images, share, dedup, rule
 
 def system(chip_seconds: float, images: int, chips: int, hosts: int,
            decode_per_core: float) -> dict:
-  """One chip's sweep seconds -> the slice's (chips in data parallel), and the images per
-  second each host must decode to keep its chips busy -> cores per host."""
+  """One chip's sweep seconds -> the system's (chips in data parallel) and the cores per
+  host that must decode its images to keep its chips busy."""
   seconds = chip_seconds / chips
   per_host = images / seconds / hosts
   return dict(seconds=seconds, images_per_s=images / seconds, per_host_images_per_s=per_host,
@@ -127,9 +106,8 @@ def system(chip_seconds: float, images: int, chips: int, hosts: int,
 
 def project(costs, peaks, systems, images, share, dedup, rules, batch, server_batch,
             decode_per_core, flag="", full_budget=None, full_trips=1.0) -> list:
-  """Per accelerator: the chip's roofline seconds per edge batch, per server batch, per
-  image and for the sweep, and its system's wall time and cores per host -> rows; the
-  same at the FLOPs alone (flops_only_*: no memory time, the fastest the sweep can go)."""
+  """Per accelerator: the chip's roofline seconds per batch, per image and for the sweep,
+  its system's wall time and cores per host, and the same at the FLOPs alone -> rows."""
   rows = []
   for name, peak in peaks.items():
     s = sweep_seconds(costs, peak.flops, peak.bandwidth, images, share, dedup, rules, batch,
@@ -152,8 +130,7 @@ def project(costs, peaks, systems, images, share, dedup, rules, batch, server_ba
 
 
 def miss_flag(check_rows, shape) -> str:
-  """'' when every checked step at `shape` is within MISS of its prediction, else a note
-  naming the worst."""
+  """'' when every checked step at `shape` is within MISS of its prediction, else a note."""
   rows = [r for r in check_rows if r["shape"] == shape]
   bad = [r for r in rows if not 1 / MISS <= r["ratio"] <= MISS]
   if not bad:
@@ -166,8 +143,7 @@ def miss_flag(check_rows, shape) -> str:
 # --- this machine ---------------------------------------------------------------------
 
 def matmul_peak(n: int, repeats: int) -> dict:
-  """One n x n float32 matmul in jax, and in torch where it is installed: the faster is the
-  peak, as in the benchmark -> FLOP/s."""
+  """One n x n float32 matmul in jax, and in torch where installed; the faster is the peak."""
   timed = lambda fn: timing.best_of(fn, repeats, 1, min_seconds=1.0)[0]
   gflop = 2 * n ** 3 / 1e9
   jax_gflops, torch_gflops = gflop / measure.matmul_seconds(n, "float32", timed), None
@@ -191,9 +167,8 @@ def bandwidth(mb: int, repeats: int) -> float:
 
 
 def decode_rate(n_images: int, repeats: int = 3) -> dict:
-  """Images/s one core decodes and preprocesses: the rehearsal's synthetic ImageNet-sized
-  JPEGs through the sweep's decode_jpeg + deit_eval in a tf.data map, as the sweep reads
-  them, on a private pool of one thread with one thread per op (no global TF setting)."""
+  """Images/s one core decodes and preprocesses: the rehearsal's synthetic JPEGs through the
+  sweep's decode_jpeg + deit_eval in a tf.data map on a private pool of one thread."""
   import tensorflow as tf
   from sage_jax import preprocess, rehearsal
   jpegs = [rehearsal.synthetic_jpeg(i) for i in range(n_images)]
@@ -203,11 +178,7 @@ def decode_rate(n_images: int, repeats: int = 3) -> dict:
   ds = tf.data.Dataset.from_tensor_slices(jpegs).map(
       lambda b: preprocess.deit_eval(preprocess.decode_jpeg(b))).with_options(options)
 
-  def all_images():
-    for _ in ds:
-      pass
-
-  seconds = timing.best_of(all_images, repeats, 1)[0]
+  seconds = timing.best_of(lambda: list(ds), repeats, 1)[0]
   return dict(images_per_s=n_images / seconds, images=n_images, threads=1,
               mean_jpeg_kb=float(np.mean([len(b) for b in jpegs])) / 1e3)
 
@@ -242,45 +213,31 @@ def check_shape(shape, rules, budgets, batch, peak_flops, bw, repeats) -> list:
 
 class Checked(NamedTuple):
   """The options resolved and checked (`check`) before anything compiles."""
-  shape: str
+  config: Any           # the checked config: its plain fields (share, dedup, repeats, ...)
   plans: tuple          # (dtype, plan) of the projection, per dtype; the last one projects
   accelerators: dict    # name -> Peak
   images: int
-  share: float
-  dedup: float
-  full_trips: float     # server chunks per server batch of the K = N budget step
   checks: tuple         # (shape, rules, budgets, batch) of the CPU check
-  repeats: int
-  matmul_size: int
-  bandwidth_mb: int
-  decode_images: int
-  decode_per_core: float
 
 
 def check(config) -> Checked:
   """Every roofline field checked (ValueError naming the bad one) and resolved -> Checked."""
   c = config
-  for name in ("edge_batch", "server_batch", "images", "check_batch", "decode_images",
-               "matmul_size"):
-    if c[name] < 0:
-      raise ValueError(f"{name} {c[name]} is not allowed; it must be >= 0 (0: the default)")
-  for name in ("repeats", "bandwidth_mb"):
-    if c[name] < 1:
-      raise ValueError(f"{name} {c[name]} is not allowed; it must be >= 1")
-  for name in ("share", "dedup"):
-    if not 0 < c[name] <= 1:
-      raise ValueError(f"{name} {c[name]} is not allowed; it must be in (0, 1]")
-  if c.full_trips < 0:
-    raise ValueError(f"full_trips {c.full_trips} is not allowed; it must be >= 0")
+  for names, ok, allowed in (
+      (("edge_batch", "server_batch", "images", "check_batch", "decode_images", "matmul_size"),
+       lambda v: v >= 0, "it must be >= 0 (0: the default)"),
+      (("full_trips",), lambda v: v >= 0, "it must be >= 0"),
+      (("repeats", "bandwidth_mb"), lambda v: v >= 1, "it must be >= 1"),
+      (("share", "dedup"), lambda v: 0 < v <= 1, "it must be in (0, 1]")):
+    for name in names:
+      if not ok(c[name]):
+        raise ValueError(f"{name} {c[name]} is not allowed; {allowed}")
   if c.decode_images == 0 and c.decode_per_core <= 0:
     raise ValueError("decode_per_core must be > 0 when the decode rate is not measured "
                      "(decode_images=0)")
   dtypes, accelerators = measure.items(c.dtypes), measure.items(c.accelerators)
   if not dtypes:
     raise ValueError("dtypes is empty; give float32 and/or bfloat16")
-  for d in dtypes:
-    if d not in vit.COMPUTE_DTYPES:
-      raise ValueError(f"unknown dtype {d!r}; allowed: {', '.join(vit.COMPUTE_DTYPES)}")
   unknown = [a for a in accelerators if a not in PEAKS]
   if unknown:
     raise ValueError(f"unknown accelerator {unknown[0]!r}; allowed: {', '.join(PEAKS)}")
@@ -297,18 +254,17 @@ def check(config) -> Checked:
                c.check_batch or c_batch)
     projection_plan(*checked[:3], "float32", checked[3], checked[3])  # refuses bad rules now
     checks.append(checked)
-  return Checked(c.shape, plans, {a: PEAKS[a] for a in (accelerators or PEAKS)},
-                 c.images or measure.shape(c.shape)[2], c.share, c.dedup, c.full_trips,
-                 tuple(checks), c.repeats, c.matmul_size or 2048, c.bandwidth_mb,
-                 c.decode_images, c.decode_per_core)
+  return Checked(c, plans, {a: PEAKS[a] for a in (accelerators or PEAKS)},
+                 c.images or measure.shape(c.shape)[2], tuple(checks))
 
 
 def measure_and_project(c: Checked, log=print) -> dict:
   """Costs, this machine's measures, the CPU check and the projection -> one dict."""
-  out = dict(shape=c.shape, images=c.images, offload_share=c.share, dedup=c.dedup)
+  f = c.config
+  out = dict(shape=f.shape, images=c.images, offload_share=f.share, dedup=f.dedup)
   costs = {}
   for dtype, plan in c.plans:
-    log(f"compiling the {c.shape} steps in {dtype} (edge batch {plan.batch_size}, server "
+    log(f"compiling the {f.shape} steps in {dtype} (edge batch {plan.batch_size}, server "
         f"batch {plan.server_batch_size}, {len(plan.rules)} rules x {len(plan.budgets)} "
         "budgets) ...")
     costs[dtype] = step_costs(plan)
@@ -316,32 +272,32 @@ def measure_and_project(c: Checked, log=print) -> dict:
   out["plan"] = dict(batch=plan.batch_size, server_batch=plan.server_batch_size,
                      rules=[r.label for r in plan.rules], budgets=list(plan.budgets),
                      dtype=dtype)
-  out["costs"] = cost_rows(costs, plan, c.dedup, c.full_trips)
+  out["costs"] = cost_rows(costs, plan, f.dedup, f.full_trips)
   log("measuring this machine: matmul peak, memory bandwidth ...")
-  machine = matmul_peak(c.matmul_size, c.repeats)
-  machine["bandwidth"] = bandwidth(c.bandwidth_mb, c.repeats)
-  if c.decode_images:
-    log(f"timing JPEG decode + preprocess of {c.decode_images} synthetic images on one "
+  machine = matmul_peak(f.matmul_size or 2048, f.repeats)
+  machine["bandwidth"] = bandwidth(f.bandwidth_mb, f.repeats)
+  if f.decode_images:
+    log(f"timing JPEG decode + preprocess of {f.decode_images} synthetic images on one "
         "core ...")
-    machine["decode"] = decode_rate(c.decode_images)
+    machine["decode"] = decode_rate(f.decode_images)
     machine["decode_per_core"] = machine["decode"]["images_per_s"]
   else:
-    machine["decode_per_core"] = c.decode_per_core
+    machine["decode_per_core"] = f.decode_per_core
   out["machine"] = machine
   out["check"] = []
   for s, rules, budgets, batch in c.checks:
     log(f"CPU check at {s} shapes (batch {batch}, rules {','.join(rules) or 'all'}, "
         f"budgets {','.join(map(str, budgets)) or 'all'}) ...")
     out["check"] += check_shape(s, rules, budgets, batch, machine["flops"],
-                                machine["bandwidth"], c.repeats)
-  checked_here = any(r["shape"] == c.shape for r in out["check"])
-  out["flag"] = (miss_flag(out["check"], c.shape) if checked_here
-                 else f"method not checked at {c.shape} shapes in this run")
+                                machine["bandwidth"], f.repeats)
+  checked_here = any(r["shape"] == f.shape for r in out["check"])
+  out["flag"] = (miss_flag(out["check"], f.shape) if checked_here
+                 else f"method not checked at {f.shape} shapes in this run")
   out["projection"] = project(costs[dtype], c.accelerators,
-                              {a: SYSTEMS[a] for a in c.accelerators}, c.images, c.share,
-                              c.dedup, len(plan.rules), plan.batch_size,
+                              {a: SYSTEMS[a] for a in c.accelerators}, c.images, f.share,
+                              f.dedup, len(plan.rules), plan.batch_size,
                               plan.server_batch_size, machine["decode_per_core"], out["flag"],
-                              plan.num_patches, c.full_trips)
+                              plan.num_patches, f.full_trips)
   return out
 
 

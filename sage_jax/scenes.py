@@ -1,18 +1,10 @@
 """Fashion-MNIST scenes: one item somewhere in a cluttered 56x56 canvas (a TFDS builder).
 
-The paper's regime on this machine: 4px patches give a 14 x 14 grid (N = 196, as DeiT at
-224/16), the item fills part of the scene, and a model must find it, as in cluttered
-translated MNIST (Mnih et al. 2014; Jaderberg et al. 2015). Each scene is:
-  * a background that is nowhere constant: a smooth random field (an 8 x 8 grid of random
-    levels, bilinearly upsampled) plus pixel noise, so no patch is blank;
-  * clutter: 4-7 fragments of 8-14 px cut from other items of the same split, outside the
-    item's box;
-  * the item, a Fashion-MNIST image scaled to a 20-36 px frame at a random place, its box
-    the tight box of its pixels (what the on-object columns count against).
-Pixels combine by maximum. Train scenes use the training items, test scenes the test items,
-and everything is drawn from one `numpy.random.RandomState` per split (a stream numpy keeps
-stable across versions) from `SEED`; the prepared data's digest is checked against the one
-below, so a scene that would differ on another machine fails the build instead.
+4px patches give N = 196, as DeiT at 224/16. A scene: a smooth random background with pixel
+noise (no patch blank), 4-7 clutter fragments of other items outside the item's box, and the
+item scaled to a 20-36 px frame at a random place, combined by maximum. One
+`numpy.random.RandomState` per split from `SEED`; the built data's digest is checked
+(docs/choices.md, "Data").
 """
 import hashlib
 import os

@@ -1,22 +1,10 @@
 """Selection rules: which K of N patches go up the link.
 
-Each rule is a pure function for ONE example,
-  rule(importance: f32[N], embeddings: f32[N, D], key, budget: int, *, param=default, ...)
-  -> Selection,
-with a static budget K so it jits and vmaps; `select_batch` vmaps it over a
-batch. Rules with a variable count (threshold rules) return K slots plus a
-validity mask; `demand` is how many units the rule wanted before the hard
-budget capped it (demand > K means the cap bound). Ties break to the lowest
-patch index everywhere, under jit and eager alike, also those that hold only in exact
-arithmetic: cosines within a few float32 epsilons of 1 count as exactly 1 (`_same_is_one`;
-identical embeddings) and `dpp`'s kernel diagonal is exactly 1 (a unit row with itself),
-so tied patches compare exactly equal. A rule checks its own parameters (ValueError), so a
-sweep traces every rule once before any data is read.
-
-Adding a rule: one function plus one entry in RULES. Its keyword parameters and
-their defaults come from its signature; `Rule.primary` names the one that
-`rule@value` sets. Sweeps reach every parameter as
-`--config.rule_params.<rule>.<param>` (configs build that from RULES).
+A rule is a pure function of ONE example, `rule(importance: f32[N], embeddings: f32[N, D],
+key, budget, *, param=default) -> Selection`, with a static K so it jits and vmaps
+(`select_batch`). Threshold rules fill K slots with a mask; `demand` > K means the cap bound.
+Ties go to the lowest patch index, jit and eager alike (`_same_is_one`). A rule checks its
+own parameters; adding one is a function plus an entry in RULES (README).
 """
 import inspect
 import math
@@ -193,6 +181,29 @@ def sage(importance, embeddings, key, budget, pool_ratio=2.0):
   return _fixed(pool[farthest_point(embeddings[pool], seed_pos, budget)], budget)
 
 
+def sage_nested(importance, embeddings, key, budget, pool_frac=0.5):
+  """SAGE whose set grows with K (progressive offloading pays only for new units).
+
+  The pool is fixed: the top P = ceil(pool_frac*N) patches by importance (clamped to [1, N]).
+  The set at K is the first K picks of one greedy max-min order: over the pool, seeded at its
+  most attended patch, then, for K > P, continued over the other patches from the whole pool.
+  So sets are nested across K, and at K = P/2 the set is `sage`'s at pool_ratio 2.
+  """
+  del key
+  n = importance.shape[0]
+  _check_budget(budget, n)
+  if not 0 < pool_frac <= 1:
+    raise ValueError(f"pool_frac {pool_frac} is not allowed; it must be in (0, 1]")
+  p = min(n, max(1, math.ceil(pool_frac * n)))
+  pool = jnp.sort(_top(importance, p))
+  first = pool[farthest_point(embeddings[pool], jnp.argmax(importance[pool]), min(budget, p))]
+  if budget <= p:
+    return _fixed(first, budget)
+  x = _l2_normalize(jnp.asarray(embeddings))
+  min_dist = jnp.min(1.0 - _same_is_one(x @ x[pool].T), axis=1).at[pool].set(-jnp.inf)
+  return _fixed(jnp.concatenate([first, _greedy_maxmin(x, min_dist, budget - p)]), budget)
+
+
 def _round_half_up(x: float) -> int:
   # Python's round() goes to even (round(2.5) == 2); a count that halves up reads plainer.
   return math.floor(x + 0.5)
@@ -342,6 +353,7 @@ RULES = {
     "sum_threshold": Rule(sum_threshold, primary="delta"),
     "diversity": Rule(diversity),
     "sage": Rule(sage, primary="pool_ratio"),
+    "sage_nested": Rule(sage_nested, primary="pool_frac"),
     "swap": Rule(swap, primary="swap_frac"),
     "bat": Rule(bat, primary="attentive_frac"),
     "tome": Rule(tome),

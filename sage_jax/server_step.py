@@ -1,10 +1,6 @@
-"""The selection-and-server step: every rule selects, the server runs on what it has not seen.
-
-For each server batch of offloaded images the all-patch ceiling runs once, then one jitted
-step per budget (ascending) selects with every rule and runs the server only on the
-evidence sets it has not seen for that image yet (`make_steps`); each budget compiles once
-and nothing returns to the host between budgets (`run_budgets`). Coverage (the share of a
-coarse grid's cells holding a sent patch) is computed here, with the selections.
+"""The selection-and-server step: the all-patch ceiling, then one jitted step per budget
+(ascending) that selects with every rule and runs the server only on evidence sets not seen
+yet for that image; coverage is computed with the selections (docs/choices.md).
 """
 import math
 
@@ -74,16 +70,10 @@ def _forward_fresh(forward, images, keep_idx, keep_mask, fresh):
 
 def make_steps(plan, server, mesh=None) -> tuple:
   """-> (ceiling step, budget step), jitted for the plan's rules; the budget step compiles
-  once per budget.
-
-  The server sees each distinct evidence set of an image once. `known` (sets, pred, finite;
-  [1 + R, B, ...]: the all-patch ceiling, then every rule at the previous budget) goes from
-  the ceiling step into each budget step and out of it; a rule's row whose set equals a known
-  one or an earlier rule's row at the same budget (a saturated threshold rule, top-K =
-  threshold below the threshold's demand, any rule at K = N) takes that prediction instead
-  of running the server. Only padding rows and the order of the patches differ in those
-  repeats, so this changes nothing but the last bits of the logits. With a mesh each device
-  does this for its own slice of the batch (shard_map), so no rows cross devices. At the
+  once per budget. `known` (sets, pred, finite; [1 + R, B, ...]: the ceiling, then every
+  rule at the previous budget) goes through every step: a rule's row whose set equals a
+  known one or an earlier rule's at the same budget takes that prediction instead of a
+  server row (docs/choices.md). With a mesh each device does this for its own rows. At the
   map budget the step also returns every rule's selection (keep_idx, keep_mask).
   """
   n, r = server.num_patches, len(plan.rules)

@@ -1,10 +1,5 @@
-"""Uncertainty of accuracies: bootstrap intervals and paired tests over images.
-
-Accuracies here are means of per-image correctness flags, `correct: bool[m]`. Two rules
-evaluated on the same offloaded images are compared per image (paired), which is far
-more sensitive than comparing two independent intervals. The percentile bootstrap is our
-own: scipy.stats.bootstrap draws its resamples differently (so it would not reproduce the
-published intervals) and refuses fewer than two observations.
+"""Bootstrap intervals and paired tests over per-image correctness flags `correct: bool[m]`;
+our own percentile bootstrap (docs/choices.md, "Statistics").
 """
 import numpy as np
 import scipy.stats

@@ -1,9 +1,5 @@
-"""The budget sweep: the chunk loop, resuming, and gathering over processes.
-
-`run(config, workdir)` is the main job: the config becomes a checked plan (`plan.make`),
-the images go through the jitted pipeline (`pipeline.evaluate`) in chunks of
-`chunk_size`, each finished chunk is saved in the workdir (a killed run redoes at most
-one), and process 0 writes the results, the plots, report.md and timing.json.
+"""The budget sweep (`run`, the main job): the checked plan, the pipeline over chunks of
+images, each chunk saved (resuming), gathered over processes; process 0 writes the files.
 """
 import contextlib
 import dataclasses
@@ -35,13 +31,9 @@ def chunk_ranges(n_images: int, size: int) -> list:
 
 
 def sweep_chunks(plan, models, workdir=None, progress=False, timer=timing.NULL):
-  """Runs the sweep -> (per-image records in dataset order, counts of the work done).
-
-  Records as `pipeline.evaluate`'s, over every chunk, plus the gate's threshold. With a
-  workdir each finished chunk is saved and skipped when the run is started again. With
-  several processes each takes a contiguous block of chunks and every process ends with
-  all records.
-  """
+  """Runs the sweep -> (per-image records in dataset order, plus the gate's threshold;
+  counts of the work done). With a workdir each finished chunk is saved and skipped when the
+  run is started again; with several processes every process ends with all records."""
   with timer("setup"):
     pipe = pipeline.build(plan, models)
   ds, bs, size = plan.dataset, pipe.plan.batch_size, plan.chunk_size
@@ -113,14 +105,9 @@ class Result(NamedTuple):
 
 def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
         compile_stats=None, window=contextlib.nullcontext) -> Result:
-  """Main job: sweep every (rule, budget); write results, plots, report.md and timing.json.
-
-  Resumes from the workdir's finished chunks when started again with the same config,
-  checkpoints and dataset. The workdir may be local or on any filesystem TensorFlow's gfile
-  knows (gs://...). compile_stats: compile_cache.Stats, to count compilation apart in
-  timing.json. window: a context manager around the evaluation alone (models loaded,
-  nothing written yet), for measures that count what it reads.
-  """
+  """Main job: sweep every (rule, budget); write results, plots, report.md and timing.json,
+  resuming from the workdir's finished chunks. compile_stats: compile_cache.Stats (compile
+  time apart in timing.json); window: a context manager around the evaluation alone."""
   timer = timing.Timer(compile_stats)
   # The outermost segment: host-side time no inner segment claims (e.g. the input
   # pipeline's teardown when evaluate returns), so the segments add up to the wall time.

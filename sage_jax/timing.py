@@ -1,9 +1,9 @@
-"""The one clock: where a sweep's time goes (`Timer`), and the best of N calls (`best_of`).
+"""The one clock: where a sweep's time goes (`Timer`), the best of N calls (`best_of`) and
+the seconds since a start (`stopwatch`).
 
 `with timer("input_wait"): ...` adds the time inside to that segment and takes it out of
-the enclosing one, so the segments add up to the time spent inside any of them. XLA
-compilation happens inside whatever call first dispatches a step; the compile seconds
-reported by JAX (`compile_cache.Stats`) are moved from that segment to "compile".
+the enclosing one, so the segments add up to the wall time; the compile seconds JAX reports
+(`compile_cache.Stats`) move from the segment that compiled to "compile".
 """
 import collections
 import contextlib

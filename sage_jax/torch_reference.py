@@ -1,17 +1,7 @@
-"""The benchmark's PyTorch eager reference: the same pipeline written the usual PyTorch way.
-
-Only the benchmark (and its tests) import this module, so torch stays out of the sweep.
-An eager timm-style ViT with sage_jax's weights (conv patch embedding, fused attention
-except in the block whose attention map is returned), the subset forward gathering the
-kept patch embeddings and their position embeddings, batched top-k, batched
-farthest-point sampling (a loop over the K picks, vectorised over the batch) and a
-per-image Python loop for the variable-length threshold rules, whose server forward then
-also runs image by image on just the kept patches.
-
-Devices: the model and its inputs live on one torch device (`resolve_device`: CUDA when
-sage_jax runs on a GPU), with bf16 autocast when sage_jax computes in bf16 (`autocast`; the
-weights stay float32 as sage_jax's parameters do, and float32 matmuls on CUDA use TF32 as
-XLA's default does). Selections run in float32 outside autocast, as sage_jax's do. CUDA runs
+"""The benchmark's PyTorch eager reference: the same pipeline written the usual PyTorch way
+(timm-style ViT with sage_jax's weights, batched top-k and farthest-point sampling, a
+per-image loop for the threshold rules), on one torch device with bf16 autocast when
+sage_jax computes in bf16. Only the benchmark imports it (docs/benchmark.md). CUDA runs
 asynchronously: whoever reads a clock calls `sync()` first.
 """
 import contextlib
@@ -179,12 +169,8 @@ def torch_server(model: TorchViT, images, sel):
 
 
 def torch_sweep(edge, server, images, specs, budgets, n_off):
-  """The reference structure: one configuration per pass over the batch, the all-patch
-  ceiling being one more.
-
-  -> (server predictions per (rule, budget), seconds spent on each rule, on the ceiling);
-  the clocks are read after `sync()`, so queued CUDA work counts where it was queued.
-  """
+  """The reference structure: one pass over the batch per (rule, budget), and one for the
+  ceiling -> (server predictions per (rule, budget), seconds per rule, on the ceiling)."""
   def offloaded():
     out = torch_edge(edge, images)
     return out, out["uncertainty"].argsort(descending=True, stable=True)[:n_off]

@@ -1,11 +1,6 @@
-"""Trains the embedded Fashion-MNIST edge/server pair (SAGE itself is training-free).
-
-AdamW with warmup + cosine decay, label smoothing, optional random-crop/flip
-augmentation (off for the shipped models: in runs this short it slowed
-convergence more than it helped). `patch_drop_keep` (a tuple of kept-patch counts) trains the
-server on random patch subsets through the same subset forward the sweep uses,
-so it learns to classify from a budget of patches; each count is a static
-shape, hence a few buckets rather than any count.
+"""Trains the embedded Fashion-MNIST edge/server pair (SAGE itself is training-free):
+AdamW, warmup + cosine, label smoothing; `patch_drop_keep` trains the server on random
+patch subsets through the sweep's subset forward (docs/models.md).
 """
 import json
 import os
@@ -126,10 +121,8 @@ def _init_from(params, path: str):
 
 def train_and_save(config, workdir: str) -> dict:
   """Trains `config.train` and writes WORKDIR/<train.output> (the checkpoint) and
-  WORKDIR/<name>.json (the epochs' loss and test accuracy, rewritten after each
-  epoch). Nothing else is written: the shipped checkpoints change only when
-  you copy a result over them.
-  """
+  WORKDIR/<name>.json (each epoch's loss and test accuracy, rewritten after each epoch);
+  the shipped checkpoints change only when you copy a result over them."""
   t = config.train
   _check(t)
   ds_cfg = config.dataset

@@ -1,18 +1,9 @@
 """Vision Transformer (DeiT/timm layout) for the edge and the server.
 
-One module serves both roles:
-  * edge:   `model.apply({"params": params}, images)` -> (logits, out) with
-            out["attn"] (last block, all heads, f32[B, H, T, T]), out["attns"]
-            (every block), out["tokens"] (final-norm patch tokens, f32[B, N, D]),
-            out["encoded"] (the last block's output before the final norm,
-            f32[B, T, D]);
-  * server: `model.apply({"params": params}, images, keep_idx, keep_mask)` embeds only the
-            kept patches, adds *their* position embeddings, prepends CLS and
-            runs the encoder. Masked slots are excluded as attention keys, so
-            padding never changes the CLS output; `logits_only=True` skips
-            the last block's work on the patch tokens.
-Parameter names follow timm (`patch_embed`, `cls_token`, `pos_embed`,
-`blocks_i/{norm1,attn/qkv,attn/proj,norm2,fc1,fc2}`, `norm`, `head`) so
+Edge: `apply(images)` -> (logits, out) with out["attn"] (last block, f32[B, H, T, T]),
+"attns" (every block), "tokens" (final-norm patch tokens, f32[B, N, D]) and "encoded".
+Server: `apply(images, keep_idx, keep_mask)` embeds only the kept patches, each with its own
+position embedding; masked slots are no attention keys. timm's parameter names, so
 converting a checkpoint is a rename table.
 """
 import functools

@@ -1,15 +1,6 @@
-"""The run's folder: the resolved config, what the results depend on and their hash,
-progress chunks, atomic writes.
-
-A sweep saves each finished chunk of images as `progress/images_<start>_<stop>.npz`,
-so a killed run repeats at most one chunk when started again with the same
-command. The workdir keeps `config.json`: the resolved config, the inputs the results
-depend on besides it (`inputs`: the checkpoints' sha256, the dataset's name, version and
-split size, `RESULTS_VERSION`) and the hash of both. A workdir made with another config,
-other weights or other data is refused rather than mixed with earlier results.
-
-The workdir may be on any filesystem TensorFlow's gfile knows (`gs://...`; see
-`files`); every file is written atomically (`files.write` says how, per filesystem).
+"""The run's folder: config.json (the resolved config, the inputs the results depend on and
+the hash of both; another config, weights or data is refused), progress chunks
+`progress/images_<start>_<stop>.npz` (a killed run redoes at most one), on any gfile path.
 """
 import hashlib
 import io
@@ -94,12 +85,8 @@ def _what_differs(workdir: str, old: dict, config: dict, inputs) -> list:
 def open_workdir(workdir: str, config_json: str, new_subdir: bool = False,
                  inputs=None) -> str:
   """Checks/creates the workdir for a config (`plan.config_json`) and its inputs
-  (`run_inputs(plan)`); returns the folder to write into.
-
-  An existing workdir made with another config or other inputs is refused (ValueError
-  naming both hashes and what differs), or with new_subdir=True the run goes to
-  workdir/<hash[:12]>.
-  """
+  (`run_inputs`) -> the folder to write into. One made with another config or other inputs
+  is refused (naming what differs), or with new_subdir the run goes to workdir/<hash[:12]>."""
   text, digest = config_hash(config_json, inputs)
   try:
     files.makedirs(workdir)
