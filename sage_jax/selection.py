@@ -148,6 +148,14 @@ def _greedy_maxmin(x, min_dist, count):
   return jax.lax.fori_loop(0, count, pick, (chosen, min_dist))[0]
 
 
+def _extend_maxmin(embeddings, kept, count):
+  """kept (i32[M]) followed by `count` greedy max-min picks from outside it, each scored by
+  its minimum cosine distance to every kept or already picked patch."""
+  x = _l2_normalize(jnp.asarray(embeddings))
+  min_dist = jnp.min(1.0 - _same_is_one(x @ x[kept].T), axis=1).at[kept].set(-jnp.inf)
+  return jnp.concatenate([kept, _greedy_maxmin(x, min_dist, count)])
+
+
 def farthest_point(embeddings, seed_pos, budget):
   """Greedy max-min cosine distance on f32[P, D]; positions in pick order, seed first.
 
@@ -199,9 +207,7 @@ def sage_nested(importance, embeddings, key, budget, pool_frac=0.5):
   first = pool[farthest_point(embeddings[pool], jnp.argmax(importance[pool]), min(budget, p))]
   if budget <= p:
     return _fixed(first, budget)
-  x = _l2_normalize(jnp.asarray(embeddings))
-  min_dist = jnp.min(1.0 - _same_is_one(x @ x[pool].T), axis=1).at[pool].set(-jnp.inf)
-  return _fixed(jnp.concatenate([first, _greedy_maxmin(x, min_dist, budget - p)]), budget)
+  return _fixed(_extend_maxmin(embeddings, first, budget - p), budget)
 
 
 def _round_half_up(x: float) -> int:
@@ -227,9 +233,7 @@ def swap(importance, embeddings, key, budget, swap_frac=0.25):
   kept = _top(jnp.asarray(importance), budget - s)
   if s == 0:
     return _fixed(kept, budget)
-  x = _l2_normalize(jnp.asarray(embeddings))
-  min_dist = jnp.min(1.0 - _same_is_one(x @ x[kept].T), axis=1).at[kept].set(-jnp.inf)
-  return _fixed(jnp.concatenate([kept, _greedy_maxmin(x, min_dist, s)]), budget)
+  return _fixed(_extend_maxmin(embeddings, kept, s), budget)
 
 
 def bat(importance, embeddings, key, budget, attentive_frac=0.5, iters=10):
