@@ -1,7 +1,5 @@
 """The benchmark measure: sage_jax's jitted pipeline against a PyTorch eager reference
-(`torch_reference`) on random weights at the Fashion-MNIST and DeiT shapes: the matmul peak,
-the sweep at scale, and per shape the forwards, the selections and the sweep's structure.
-What each row measures, and how: docs/benchmark.md.
+(`torch_reference`) on random weights at the Fashion-MNIST and DeiT shapes (docs/benchmark.md).
 """
 import dataclasses
 import math
@@ -17,15 +15,16 @@ from sage_jax.torch_reference import (THRESHOLD_RULES, TORCH_RULES, TorchViT, to
 
 
 class Checked(NamedTuple):
-  """The config's benchmark fields resolved and checked (`check`) before anything runs."""
-  device: torch.device      # the reference's
-  plans: tuple              # (shape, plan) per shape
-  matmul: tuple             # (n, dtype) of the peak row
-  scale: object             # (plan, images) of the sweep at scale, or None
+  """The benchmark fields checked before anything runs: the reference's device, (shape,
+  plan) per shape, (n, dtype) of the matmul row, (plan, images) of the sweep at scale."""
+  device: torch.device
+  plans: tuple
+  matmul: tuple
+  scale: object
 
 
 def check(config) -> Checked:
-  """Every benchmark field checked (ValueError naming the bad one) and resolved."""
+  """Every benchmark field checked (ValueError naming the bad one) -> Checked."""
   if not 0 < config.offload_share <= 1:
     raise ValueError(f"offload_share {config.offload_share} is not allowed; it must be in "
                      "(0, 1]")
@@ -87,8 +86,8 @@ def _row(shape, name, unit, jax_value, torch_value=None, **extra):
 
 
 def matmul_row(n, dtype, device, timed, warmup):
-  """Machine peak: one n x n matmul in jax and in torch (on `device`; skipped when that is
-  a CPU while jax runs elsewhere) -> a row (GFLOP/s)."""
+  """One n x n matmul in jax and in torch (on `device`, unless that is a CPU while jax runs
+  elsewhere) -> the peak row (GFLOP/s)."""
   seconds = lambda fn: timed(fn, warmup=max(1, warmup), min_seconds=1.0)[0]
   t_jax = measure.matmul_seconds(n, dtype, seconds)
   t_torch = None
@@ -108,14 +107,15 @@ def _forward_row(shape, name, model, kept, channels, batch, t_jax, t_torch, peak
 
 
 class Setup(NamedTuple):
-  """One shape's random-weight models (sage_jax pipeline and torch twins) and inputs."""
-  pipe: pipeline.Pipeline   # the sweep's pipeline on these models (batch sizes fitted)
+  """One shape's random-weight pipeline, its torch twins (edge, server) and the images as
+  f32[B, H, W, C] and, on the reference's device, f32[B, C, H, W]."""
+  pipe: pipeline.Pipeline
   edge: vit.ViT
   server: vit.ViT
-  torch_models: tuple       # (edge, server) TorchViT, on `device`
-  images: np.ndarray        # f32[B, H, W, C]
-  images_t: torch.Tensor    # f32[B, C, H, W], on `device`
-  device: torch.device      # the reference's
+  torch_models: tuple
+  images: np.ndarray
+  images_t: torch.Tensor
+  device: torch.device
 
 
 def make_setup(plan, device=torch.device("cpu")) -> Setup:
@@ -145,8 +145,7 @@ def shape_rows(shape, plan, offload_share, peak, device, timed):
 
 
 def forward_rows(su, shape, timed, peak):
-  """Edge and server forwards (`measure.forward_seconds`; torch on the same inputs)
-  -> (rows, compile rows, {K: (jax seconds, torch seconds)})."""
+  """Edge and server forwards -> (rows, compile rows, {K: (jax seconds, torch seconds)})."""
   pipe, (t_edge, t_server) = su.pipe, su.torch_models
   batch, channels, budgets = len(su.images), pipe.plan.dataset.channels, pipe.plan.budgets
   seconds = lambda fn: timed(fn)[0]
@@ -190,8 +189,8 @@ def selection_rows(su, shape, server_time, timed):
 
 
 def jax_sweep(pipe, images, n_off):
-  """The sweep's structure (`pipeline.evaluate` on one batch), the ceiling included: each
-  distinct evidence set of an image goes through the server once."""
+  """The sweep's structure on one batch, the ceiling included: each distinct evidence set of
+  an image goes through the server once."""
   out = jax.device_get(pipe.steps.edge(pipe.edge_params, pipe.put(images)))
   batch = _server_batch(pipe, images, out, np.argsort(-out["uncertainty"], kind="stable")[:n_off])
   return jax.device_get(server_step.run_budgets(pipe.steps, pipe.server_params, batch,

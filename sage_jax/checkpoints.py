@@ -28,16 +28,16 @@ def load(path: str):
     state = flax.serialization.msgpack_restore(blob)
     params, meta = state["params"], json.loads(state["meta"])
   except Exception as e:  # msgpack raises several types for bad bytes
-    raise ValueError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    raise ValueError(f"checkpoint {path} is truncated or corrupt "
+                     f"({type(e).__name__}: {e})") from None
   return params, meta
 
 
 def check_shapes(params, expected, path: str) -> None:
   """Raises ValueError naming the first parameter whose shape differs."""
-  got = {jax.tree_util.keystr(k): np.shape(v)
-         for k, v in jax.tree_util.tree_leaves_with_path(params)}
-  want = {jax.tree_util.keystr(k): tuple(v.shape)
-          for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+  shapes = lambda tree: {jax.tree_util.keystr(k): tuple(np.shape(v))
+                         for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+  got, want = shapes(params), shapes(expected)
   for name in sorted(set(got) | set(want)):
     if got.get(name) != want.get(name):
       raise ValueError(f"checkpoint {path}: parameter {name} has shape "

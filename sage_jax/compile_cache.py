@@ -1,7 +1,6 @@
-"""Compile once per machine, and never run a stale program: JAX's persistent compilation
-cache (keyed on the traced program itself) through sage_jax's own store, whose entries are
-checksummed, crash-safe, atomically written on any gfile folder and pruned. Why and how:
-docs/choices.md ("The compilation cache"). The cache never fails a run.
+"""JAX's persistent compilation cache (keyed on the traced program) through sage_jax's own
+store: entries checksummed, crash-safe, atomic on any gfile folder, pruned; it never fails a
+run (docs/choices.md, "The compilation cache").
 """
 import contextlib
 import hashlib
@@ -48,18 +47,14 @@ def enable(path: str):
     path = os.path.abspath(path)
   try:
     jax_path.Path(path)  # JAX names side caches under the folder with etils.epath
-  except Exception:  # pylint: disable=broad-except  (epath: KeyError for an unknown scheme)
-    logging.warning("compilation cache folder %s is not usable (JAX takes a local folder or "
-                    "gs://, s3://, az://); running without the cache", path)
-    return None
-  try:
     files.makedirs(path)
     probe = os.path.join(path, f".probe{_SUFFIX}")
     files.write(probe, b"")
     files.remove(probe)
-  except Exception as e:  # pylint: disable=broad-except  (OSError, or gfile's errors)
-    logging.warning("compilation cache folder %s is not usable (%s); running without the "
-                    "cache", path, getattr(e, "strerror", None) or e)
+  except Exception as e:  # pylint: disable=broad-except  (epath's KeyError, OSError, gfile's)
+    logging.warning("compilation cache folder %s is not usable (%s; JAX takes a local folder "
+                    "or gs://, s3://, az://); running without the cache", path,
+                    getattr(e, "strerror", None) or repr(e))
     return None
   prune(path)
   jax.config.update("jax_compilation_cache_dir", path)
@@ -141,8 +136,8 @@ def _discard(path: str, why: str) -> None:
 
 
 def _loaded(event="/jax/compilation_cache/cache_hits", **kwargs):
-  """JAX loaded (its cache-hit event) or moved on from the entry this thread read last: its
-  marker goes. A marker left behind names an entry whose load killed the process."""
+  """JAX loaded (its cache-hit event) or moved on from the entry this thread read: its marker
+  goes; one left behind names an entry whose load killed the process."""
   del kwargs
   if event == "/jax/compilation_cache/cache_hits":
     marker = _LOADING.pop(threading.get_ident(), None)
@@ -152,9 +147,8 @@ def _loaded(event="/jax/compilation_cache/cache_hits", **kwargs):
 
 
 def prune(folder: str, now=None) -> list:
-  """Removes entries unused for MAX_AGE_SECONDS, then the least recently used beyond
-  MAX_BYTES, and stale temporary files -> the names removed. Several processes may prune
-  one folder at once: a file another one removed first is skipped."""
+  """Removes old, least recently used and stale temporary files -> the names removed (a file
+  another process removed first is skipped)."""
   now = time.time() if now is None else now
   removed, entries = [], []
   for name in files.listdir(folder):
@@ -168,13 +162,12 @@ def prune(folder: str, now=None) -> list:
       if name.endswith(_LOADING_SUFFIX) and now - used > LOAD_GRACE_SECONDS:
         _discard(path[:-len(_LOADING_SUFFIX)], "was being loaded by a process that died")
         removed.append(name)
-      elif ".tmp" in name:
-        if now - used > TMP_AGE_SECONDS:
-          files.remove(path)
-          removed.append(name)
+      elif ".tmp" in name and now - used > TMP_AGE_SECONDS:  # left by a killed write
+        files.remove(path)
+        removed.append(name)
       elif name.endswith(_SUFFIX):
         entries.append((used, name, files.size(path)))
-    except (OSError, FileNotFoundError):
+    except OSError:
       continue
   total = 0
   for used, name, size in sorted(entries, reverse=True):  # most recently used first
@@ -189,10 +182,8 @@ def prune(folder: str, now=None) -> list:
 
 
 class Stats:
-  """Compilation seconds (trace + lower + XLA compile) and persistent-cache hits/misses, from
-  jax.monitoring events. Tracing a step traces every jitted function it calls, each with its
-  own event inside the step's span: an event that ends inside a later one's span is
-  counted in that one, not again. Listeners stay registered: make one per process."""
+  """Compilation seconds and persistent-cache hits/misses from jax.monitoring events, nested
+  events counted once. Listeners stay registered: make one per process."""
 
   def __init__(self):
     self.seconds, self.hits, self.misses = 0.0, 0, 0
@@ -206,7 +197,7 @@ class Stats:
       del kwargs
       if event not in events:
         return
-      end = clock()
+      end = clock()  # events ending inside this one's span are in its duration already
       inner = [sp for sp in self._spans if sp[0] >= end - duration]
       self._spans = [sp for sp in self._spans if sp[0] < end - duration] + [(end, duration)]
       self.seconds += duration - sum(d for _, d in inner)

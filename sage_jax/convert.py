@@ -1,12 +1,11 @@
-"""Pretrained ViT/DeiT checkpoints -> sage_jax parameters, converted once.
+"""Pretrained ViT/DeiT checkpoints -> sage_jax parameters, converted once:
 
   python -m sage_jax.convert --src=deit_tiny_patch16_224.safetensors \
       --dst=checkpoints/deit_tiny.msgpack --variant=Ti/16
 
-Sources: timm state dicts (.safetensors, read without torch, or .pth/.pt/.bin), Hugging
-Face ViT directories, Google ViT and big_vision .npz. Each is renamed into the timm layout,
-so one function builds the Flax tree; the architecture read from the shapes is checked
-against --variant. Distilled DeiT is refused (docs/imagenet.md).
+timm (.safetensors, read without torch, .pth/.pt/.bin), Hugging Face ViT directories and
+Google ViT / big_vision .npz are renamed into timm's layout, then one function builds the
+Flax tree, checked against --variant. Distilled DeiT is refused (docs/imagenet.md).
 """
 import json
 import math
@@ -17,7 +16,7 @@ import sys
 from absl import app, flags, logging
 import numpy as np
 
-from sage_jax import checkpoints, vit
+from sage_jax import checkpoints, files, vit
 
 # --------------------------------------------------------------------- reading
 
@@ -26,8 +25,7 @@ _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i
 
 
 def read_safetensors(path: str) -> dict:
-  """-> {name: np.ndarray}. The format is an 8-byte header size, a JSON header
-  of dtypes/shapes/offsets and the raw bytes; reading it needs no torch."""
+  """-> {name: np.ndarray}: an 8-byte header size, a JSON header, the raw bytes."""
   with open(path, "rb") as f:
     n = int.from_bytes(f.read(8), "little")
     header = json.loads(f.read(n))
@@ -36,8 +34,7 @@ def read_safetensors(path: str) -> dict:
   for name, t in header.items():
     if name == "__metadata__":
       continue
-    begin, end = t["data_offsets"]
-    raw = data[begin:end]
+    raw = data[slice(*t["data_offsets"])]
     if t["dtype"] == "BF16":  # bf16 is the top half of an f32
       x = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
     elif t["dtype"] in _ST_DTYPES:
@@ -67,12 +64,12 @@ def read_source(src: str):
   """-> (format "timm" | "hf" | "npz", {name: array}, HF config dict or None)."""
   src = os.path.expanduser(src)
   if os.path.isdir(src):
-    files = [f for f in ("model.safetensors", "pytorch_model.bin")
+    found = [f for f in ("model.safetensors", "pytorch_model.bin")
              if os.path.exists(os.path.join(src, f))]
-    if not files or not os.path.exists(os.path.join(src, "config.json")):
+    if not found or not os.path.exists(os.path.join(src, "config.json")):
       raise FileNotFoundError(f"{src} is a directory but not a Hugging Face checkpoint "
                               "(config.json + model.safetensors or pytorch_model.bin)")
-    src = os.path.join(src, files[0])
+    src = os.path.join(src, found[0])
   if not os.path.exists(src):
     raise FileNotFoundError(f"checkpoint not found: {src}")
   if src.endswith(".npz"):
@@ -89,11 +86,8 @@ def read_source(src: str):
     return "timm", tensors, None
   if any("embeddings.patch_embeddings" in k for k in tensors):
     cfg_path = os.path.join(os.path.dirname(src), "config.json")
-    hf_config = None
-    if os.path.exists(cfg_path):
-      with open(cfg_path) as f:
-        hf_config = json.load(f)
-    return "hf", tensors, hf_config
+    return "hf", tensors, (json.loads(files.read_bytes(cfg_path))
+                           if os.path.exists(cfg_path) else None)
   raise ValueError(f"{src} is neither a timm nor a Hugging Face ViT state dict "
                    f"(first names: {sorted(tensors)[:5]})")
 
@@ -187,8 +181,8 @@ _NPZ_TO_TIMM = [
 
 
 def _npz_to_torch_shape(name: str, x: np.ndarray) -> np.ndarray:
-  """Flax layouts -> torch's: kernels are [in, out] (torch [out, in]); attention
-  splits heads (q/k/v [D, H, hd], out [H, hd, D]); the patch conv is [p, p, C, D]."""
+  """Flax layouts -> torch's: kernels [in, out], q/k/v [D, H, hd], out [H, hd, D], the patch
+  conv [p, p, C, D]."""
   if name == "patch_embed.proj.kernel":
     return x.transpose(3, 2, 0, 1)
   if re.search(r"attn\.[qkv]\.kernel", name):
@@ -218,8 +212,8 @@ def npz_to_timm(arrays: dict):
 # ---------------------------------------------------------------- timm -> ours
 
 def infer_arch(sd: dict, num_heads=None) -> dict:
-  """Architecture from timm-layout shapes. timm state dicts do not record the head
-  count: without `num_heads` it is width / 64, as in every timm ViT/DeiT."""
+  """Architecture from timm-layout shapes; heads, which timm does not record, default to
+  width / 64 as in every timm ViT/DeiT."""
   width, channels, patch, patch_w = sd["patch_embed.proj.weight"].shape
   tokens = sd["pos_embed"].shape[1]
   grid = math.isqrt(tokens - 1)
@@ -287,8 +281,8 @@ def check_variant(arch: dict, variant: str, src: str) -> None:
 
 
 def convert(src: str, variant=None, num_heads=None):
-  """Any supported checkpoint -> (params, meta). `variant` (e.g. "Ti/16") is checked
-  against the shapes and gives the head count to timm files, which lack it."""
+  """Any supported checkpoint -> (params, meta), checked against `variant` (e.g. "Ti/16"),
+  which also gives timm files their head count."""
   fmt, tensors, hf_config = read_source(src)
   refuse_distilled(fmt, tensors, hf_config)
   if fmt == "hf":

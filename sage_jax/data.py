@@ -6,23 +6,19 @@ import numpy as np
 
 def _builder(cfg):
   import tensorflow_datasets as tfds
-  from sage_jax import files
+  from sage_jax import files, fmnist, scenes
   data_dir = files.expanduser(cfg.data_dir)  # a gs:// data_dir goes to TFDS as it is
   if cfg.name == "fmnist_scenes":
-    from sage_jax import scenes
     scenes.register()
   builder = tfds.builder(cfg.name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
-  if cfg.name == "fmnist_scenes":
-    from sage_jax import fmnist, scenes
-    return scenes.prepare(builder, cfg.get("manual_dir") or fmnist.DEBIAN_DIR)
-  if cfg.name != "fashion_mnist":
+  prepare = dict(fmnist_scenes=scenes.prepare, fashion_mnist=fmnist.prepare).get(cfg.name)
+  if prepare is None:
     raise FileNotFoundError(
         f"TFDS dataset {cfg.name!r} is not prepared under data_dir={data_dir!r}; "
         "prepare it with TFDS (see README) or point --config.dataset.data_dir at it")
-  from sage_jax import fmnist
-  return fmnist.prepare(builder, cfg.get("manual_dir") or fmnist.DEBIAN_DIR)
+  return prepare(builder, cfg.get("manual_dir") or fmnist.DEBIAN_DIR)
 
 
 def load_arrays(cfg, split: str):
@@ -67,15 +63,9 @@ def _pad(rows: dict, size: int) -> dict:
 
 
 def eval_batches(cfg, batch_size: int, start: int, stop: int, chunk_size: int = 0):
-  """Yields images [start, stop) of the split as dicts image f32[B,H,W,C], label i32[B],
-  index i32[B] (position in the split), valid bool[B] and, where the dataset has boxes,
-  box f32[B, 4] (relative ymin, xmin, ymax, xmax); B = batch_size, the last batch padded.
-
-  One read of just those records (TFDS split slicing, files in order so that positions
-  are the split's own), decoded in parallel and prefetched. With chunk_size, no batch
-  crosses a multiple of chunk_size: each chunk's last batch is padded instead, so chunk c
-  gets exactly its own ceil(size / batch_size) batches of the stream.
-  """
+  """Images [start, stop) of the split, read once, as batches of image f32[B,H,W,C], label,
+  index (in the split), valid and, where the dataset has them, box f32[B, 4] (relative
+  ymin, xmin, ymax, xmax); the last batch of each chunk of chunk_size is padded."""
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from sage_jax import preprocess
@@ -107,9 +97,8 @@ def eval_batches(cfg, batch_size: int, start: int, stop: int, chunk_size: int = 
 
 
 def split_size(cfg) -> int:
-  """Images in cfg.split (a split or one slice of it), from the TFDS builder info alone: no
-  record is read. An unknown split, a slice past the split's end and an empty or inverted
-  slice are refused with the split's name and size (TFDS counts test[5000:4000] as -1000)."""
+  """Images in cfg.split (a split or one slice), from the builder info alone; an unknown,
+  empty or inverted slice (TFDS counts test[5000:4000] as -1000) is refused."""
   info = _builder(cfg).info
   sizes = ", ".join(f"{k} ({v.num_examples} images)" for k, v in info.splits.items())
   try:
@@ -141,16 +130,15 @@ def has_boxes(cfg) -> bool:
 
 
 def identity(cfg) -> dict:
-  """What the dataset is, from its TFDS builder info: name, version, split and the split's
-  size (part of a workdir's hash)."""
+  """The dataset's name, version, split and size (part of a workdir's hash)."""
   info = _builder(cfg).info
   return {"name": info.name, "version": str(info.version), "split": cfg.split,
           "num_examples": split_size(cfg)}
 
 
 def box_patches(boxes, image_size: int, patch: int) -> np.ndarray:
-  """f32[..., 4] relative (ymin, xmin, ymax, xmax) boxes, ends exclusive -> bool[..., N]: the
-  patches of the row-major patch grid that a box overlaps."""
+  """f32[..., 4] relative boxes (ymin, xmin, ymax, xmax; ends exclusive) -> bool[..., N]: the
+  patches each overlaps."""
   g = image_size // patch
   px = np.rint(np.asarray(boxes, np.float64) * image_size).astype(int)  # boxes lie on pixels
   edges = np.arange(g) * patch

@@ -50,8 +50,10 @@ def sweep_config() -> ml_collections.ConfigDict:
   c.dataset = fmnist_dataset()
 
   # Checkpoints in sage_jax's format (see README for how they were trained).
-  c.edge = ml_collections.ConfigDict(dict(variant="fm-edge", checkpoint="checkpoints/fmnist_edge.msgpack"))
-  c.server = ml_collections.ConfigDict(dict(variant="fm-server", checkpoint="checkpoints/fmnist_server.msgpack"))
+  c.edge = ml_collections.ConfigDict(dict(variant="fm-edge",
+                                          checkpoint="checkpoints/fmnist_edge.msgpack"))
+  c.server = ml_collections.ConfigDict(dict(variant="fm-server",
+                                            checkpoint="checkpoints/fmnist_server.msgpack"))
 
   # Default importance score: cls_attention | rollout | rollout_im | cls_all | cls_specific |
   # norm_filtered (importance.IMPORTANCES; docs/beyond.md).
@@ -76,13 +78,25 @@ def sweep_config() -> ml_collections.ConfigDict:
   c.seed = 0                  # `random` rule key = fold_in(PRNGKey(seed), image index)
   c.bits_per_unit = -1        # -1: 8-bit pixels of a patch + ceil(log2 N) index bits
 
+  # The uplink as it is: each sent unit lost with probability p (fates fixed per image and
+  # patch: paired across rules, nested across rates), pixels of the sent patches on 2**b
+  # levels (the server is not retrained). Every (rate, bits) pair is swept; results carry
+  # erasure and pixel_bits columns. "0" and "8": a perfect 8-bit channel.
+  c.uplink = ml_collections.ConfigDict(dict(erasure="0", pixel_bits="8"))
+
   c.compute_dtype = "float32"  # or "bfloat16": activations of both models (params stay float32)
   c.num_images = -1           # > 0: only the first num_images test images
   c.batch_size = 500          # edge batch
   c.server_batch_size = 256   # offloaded images per server step
   c.chunk_size = 2000         # images per saved progress chunk (a killed run redoes at most one)
 
-  c.report = ml_collections.ConfigDict(dict(
+  c.report = report_config()
+  return c
+
+
+def report_config() -> ml_collections.ConfigDict:
+  """report.md's knobs: intervals, channels, the selection map, the comparisons, the studies."""
+  return ml_collections.ConfigDict(dict(
       n_boot=1000,        # bootstrap resamples for the 95% intervals and the paired test
       channel="nb_iot",   # uplink for the latency plot (see sage_jax/channel.py CHANNELS)
       rates="",           # "name=bits_per_s,...": own channel table instead of CHANNELS
@@ -97,8 +111,18 @@ def sweep_config() -> ml_collections.ConfigDict:
       # (title, "rule,rule,...", why it helped, why it did not), and the goal's label. No
       # frozen rule: no section.
       beyond=ml_collections.ConfigDict(dict(frozen="", half="", ideas=(), goal="Goal")),
+      # Progressive offloading, from the records: climb the sweep's budgets up to max_budget
+      # (0: N/2), stopping once the server's confidence (max softmax probability) reaches a
+      # threshold; every threshold is evaluated. rtt_ms is an assumed round trip per request
+      # (not a measurement). Goal: the best rule's progressive accuracy reaches the best
+      # fixed accuracy at goal_budget (0: no goal) with <= goal_share of its mean units.
+      progressive=ml_collections.ConfigDict(dict(
+          max_budget=0,
+          thresholds=",".join(f"{t / 20:g}" for t in range(21)) + ",0.98,0.99,0.999",
+          rtt_ms=500.0, goal_budget=24, goal_share=0.6)),
   ))
-  return c
+
+
 
 
 def scenes_sweep() -> ml_collections.ConfigDict:
@@ -114,6 +138,7 @@ def scenes_sweep() -> ml_collections.ConfigDict:
   c.report.map_budget = 24
   c.report.moderate = (48, 96)       # as on ImageNet: N/4..N/2
   c.report.compare_to = "topk,random"  # top-K vs random and grid vs random, paired
+  c.report.progressive.goal_budget = 48  # as K = 24 of 49 on Fashion-MNIST: about N/4
   c.batch_size = 250
   c.server_batch_size = 128
   c.chunk_size = 2000
@@ -137,13 +162,16 @@ def imagenet_deit() -> ml_collections.ConfigDict:
       std=(0.229, 0.224, 0.225),
   ))
   # Converted with `python -m sage_jax.convert` (timm / HF / .npz weights).
-  c.edge = ml_collections.ConfigDict(dict(variant="Ti/16", checkpoint="checkpoints/deit_tiny.msgpack"))
-  c.server = ml_collections.ConfigDict(dict(variant="B/16", checkpoint="checkpoints/deit_base.msgpack"))
+  c.edge = ml_collections.ConfigDict(dict(variant="Ti/16",
+                                          checkpoint="checkpoints/deit_tiny.msgpack"))
+  c.server = ml_collections.ConfigDict(dict(variant="B/16",
+                                            checkpoint="checkpoints/deit_base.msgpack"))
   c.gate.eta = 1.0                   # bits; the paper's gate (about 35.7% of images offloaded)
   c.budgets = "16,32,48,64,96,196"
   c.coverage_grid = 7                # the paper's 7x7 coarse grid (2x2 patches a cell)
   c.report.map_budget = 48
   c.report.moderate = (48, 96)
+  c.report.progressive.goal_budget = 48
   c.batch_size = 256                 # edge batch (DeiT-Ti); sized for one GPU/TPU chip
   c.server_batch_size = 64           # offloaded images per server step (x rules per B/16 call)
   return c

@@ -9,10 +9,8 @@ import numpy as np
 
 from sage_jax import files
 
-# How long a process waits at the gather for the others to finish their chunks. JAX's
-# collectives give up after 30 s (Gloo's context set-up on CPU), and hosts may finish
-# minutes apart (one chunk more, a slower disk), so all first meet at a barrier of the
-# coordination service, which waits this long.
+# How long the gather's barrier waits for the other processes: JAX's collectives give up
+# after 30 s, and hosts may finish minutes apart (docs/choices.md, "Devices and hosts").
 GATHER_TIMEOUT_S = 6 * 3600
 
 
@@ -34,8 +32,7 @@ def initialize_from_flags():
 
 
 def my_chunks(n_chunks: int) -> range:
-  """This process's share of chunks 0..n_chunks-1: a contiguous block, sizes differing by
-  at most one."""
+  """This process's contiguous block of chunks 0..n_chunks-1 (sizes differ by at most one)."""
   p, i = jax.process_count(), jax.process_index()
   return range(i * n_chunks // p, (i + 1) * n_chunks // p)
 
@@ -48,11 +45,8 @@ def barrier(name: str) -> None:
 
 
 def gather_chunks(own: dict) -> dict:
-  """{chunk id: records} of this process -> those of every process, on every process.
-
-  Records travel as npz bytes through process_allgather (padded to the longest), once every
-  process has reached the gather.
-  """
+  """{chunk id: records} of this process -> every process's, as npz bytes through
+  process_allgather (padded to the longest) once all have reached the gather."""
   if jax.process_count() == 1:
     return own
   from jax.experimental import multihost_utils

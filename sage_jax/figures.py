@@ -10,7 +10,8 @@ from sage_jax import channel, files
 
 DPI = 100
 DIM = 0.25                   # unsent pixels are multiplied by this
-OUTLINE = (1.0, 0.55, 0.0)   # the sent region's 1-px inner edge (a sent dark patch is invisible otherwise)
+# The sent region's 1-px inner edge (a sent dark patch is invisible otherwise).
+OUTLINE = (1.0, 0.55, 0.0)
 MIN_PANEL_PX = 112           # small images are scaled up to at least this many pixels a side
 
 
@@ -186,5 +187,34 @@ def accuracy_plot(rows, path, x="budget", rate="nb_iot"):
   ax.set_ylabel("accuracy on offloaded images (%)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, ncol=2 if len(ax.get_legend_handles_labels()[0]) > 6 else 1)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def line_plot(series, xlabel, path, ceiling=None, marks=()):
+  """Accuracy (%) vs x, one line per series dict (label, x, y in [0, 1], and optional lo/hi
+  interval bounds and matplotlib style: color, ls, marker); ceiling: a row with ceiling_acc
+  (a dashed line); marks: (x, y, label, axvline x or None) drawn in black."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+  for s in series:
+    y = 100 * np.asarray(s["y"], float)
+    err = None
+    if "lo" in s:
+      err = np.nan_to_num(np.clip([y - 100 * np.asarray(s["lo"]), 100 * np.asarray(s["hi"]) - y],
+                                  0.0, None), nan=0.0)
+    ax.errorbar(s["x"], y, yerr=err, ms=4, capsize=2, lw=1.2, elinewidth=0.7, label=s["label"],
+                **{k: s[k] for k in ("color", "ls", "marker") if k in s})
+  if ceiling is not None and np.isfinite(ceiling["ceiling_acc"]):
+    ax.axhline(100 * ceiling["ceiling_acc"], color="k", ls="--", lw=1,
+               label="server ceiling (all patches)")
+  for x, y, label, vline in marks:
+    ax.plot([x], [100 * y], marker="*", ms=12, color="k", ls="", label=label)
+    if vline is not None:
+      ax.axvline(vline, color="k", ls=":", lw=1)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("accuracy on offloaded images (%)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   _save(fig, path)

@@ -1,6 +1,5 @@
-"""Files on any filesystem TensorFlow's gfile knows: local paths through `os` (TensorFlow
-is imported only for a path with `://`), the rest (`gs://`, `s3://`, `ram://` in tests)
-through `tf.io.gfile`. Every write is atomic (`write`; docs/choices.md, "Data").
+"""Files on any filesystem gfile knows: local paths through `os`, `scheme://` paths (TensorFlow
+imported for them alone) through `tf.io.gfile`; writes are atomic (docs/choices.md, "Data").
 """
 import io
 import os
@@ -64,12 +63,9 @@ def remove(path: str) -> None:
 
 def read_bytes(path: str) -> bytes:
   """The file's bytes; FileNotFoundError when it does not exist."""
-  if is_remote(path):
-    if not _gfile().exists(path):
-      raise FileNotFoundError(f"{path} not found")
-    with _gfile().GFile(path, "rb") as f:
-      return f.read()
-  with open(path, "rb") as f:
+  if is_remote(path) and not _gfile().exists(path):
+    raise FileNotFoundError(f"{path} not found")
+  with open_read(path) as f:
     return f.read()
 
 
@@ -96,8 +92,8 @@ def write(path: str, data: bytes) -> None:
 
 
 def npz_bytes(arrays: dict) -> bytes:
-  """A compressed .npz with fixed timestamps (np.savez stamps the current time),
-  so the same arrays always give the same bytes."""
+  """A compressed .npz with fixed timestamps (np.savez stamps the current time): the same
+  arrays give the same bytes."""
   buf = io.BytesIO()
   with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
     for name in sorted(arrays):

@@ -1,7 +1,5 @@
-"""Fashion-MNIST, the embedded default, prepared for TFDS on first use: from Debian's
-`dataset-fashion-mnist` files (recompressed, so their decoded contents are checked against
-the originals' digests and TFDS gets those files' checksums for that one build), else by
-TFDS's own download.
+"""Fashion-MNIST, prepared for TFDS on first use from Debian's `dataset-fashion-mnist` files
+(checked by their decoded contents; docs/choices.md, "Data"), else by TFDS's download.
 """
 import gzip
 import hashlib
@@ -16,16 +14,13 @@ DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 # sha256 of each original Fashion-MNIST file after gunzip (idx header + pixels or
 # labels), i.e. of the decoded split; the same for Zalando's .gz files and Debian's.
 DIGESTS = {
-    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "train-images-idx3-ubyte.gz":
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz":
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
     "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
-_FILES = tuple(DIGESTS)
-_WHAT = {"train-images-idx3-ubyte.gz": "training images",
-                "train-labels-idx1-ubyte.gz": "training labels",
-                "t10k-images-idx3-ubyte.gz": "test images",
-                "t10k-labels-idx1-ubyte.gz": "test labels"}
 DOWNLOAD_PROBE_SECONDS = 5.0  # how long to wait for the download host before giving up
 _HOW_TO_GET = ("install Debian's package (`apt-get install -y dataset-fashion-mnist`, files in "
                f"{DEBIAN_DIR}; `bash launch/setup.sh` does it), or run once with network "
@@ -34,11 +29,8 @@ _HOW_TO_GET = ("install Debian's package (`apt-get install -y dataset-fashion-mn
 
 
 def verify_sources(manual_dir: str) -> dict:
-  """Checks the four Fashion-MNIST .gz files in `manual_dir` decode to the original data.
-
-  -> {file name: (size, sha256) of the .gz file as it is}. ValueError naming the
-  file when one is unreadable or holds anything but the original data.
-  """
+  """The four .gz files in `manual_dir`, checked to decode to the original data (else a
+  ValueError naming the file) -> {file name: (size, sha256) of the .gz file}."""
   found = {}
   for name, want in DIGESTS.items():
     path = os.path.join(manual_dir, name)
@@ -51,8 +43,9 @@ def verify_sources(manual_dir: str) -> dict:
                        f"replace it with the original: {_HOW_TO_GET}") from None
     got = hashlib.sha256(decoded).hexdigest()
     if got != want:
+      what = ("training " if name.startswith("train") else "test ") + name.split("-")[1]
       raise ValueError(
-          f"Fashion-MNIST source file {path} does not hold the original {_WHAT[name]} "
+          f"Fashion-MNIST source file {path} does not hold the original {what} "
           f"(decoded sha256 {got[:16]}..., the original's {want[:16]}...): it is corrupt or "
           f"altered, and a benchmark on it would silently differ; replace it with the original: "
           f"{_HOW_TO_GET}")
@@ -84,11 +77,8 @@ def _prepare_from_files(builder, manual_dir: str) -> None:
 
 
 def _probe(url: str, seconds: float):
-  """None when `url`'s host answers a TCP connection within `seconds`, else why not.
-
-  The address look-up runs in a thread, so a resolver that never answers costs
-  `seconds` too. With a proxy configured the host is not probed (TFDS goes through it).
-  """
+  """None when `url`'s host answers a TCP connection within `seconds` (look-up included) or
+  a proxy is configured (TFDS goes through it), else why not."""
   if any(os.environ.get(k) for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
                                      "all_proxy", "ALL_PROXY")):
     return None
@@ -131,7 +121,7 @@ def prepare(builder, manual_dir: str):
   a builder reading the prepared dataset."""
   import tensorflow_datasets as tfds
   manual = os.path.expanduser(manual_dir)
-  missing = [f for f in _FILES if not os.path.isfile(os.path.join(manual, f))]
+  missing = [f for f in DIGESTS if not os.path.isfile(os.path.join(manual, f))]
   if missing:
     _download_and_prepare(builder, manual, missing)
     return builder

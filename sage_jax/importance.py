@@ -35,10 +35,8 @@ def rollout(out):
 
 
 def rollout_im(out):
-  """Attention rollout as Im et al. (2024)'s reference code computes it -> f32[N]: per head
-  h, J_h = (A_L,h + I) ... (A_1,h + I), rows not renormalised; the mean of J_h over heads,
-  its CLS row over the patches, normalised. How it differs from `rollout`: docs/choices.md.
-  """
+  """Attention rollout as Im et al. (2024)'s code computes it: the head mean of per-head
+  products of (A + I) -> f32[N]. How it differs from `rollout`: docs/choices.md."""
   attns = out["attns"]
   t = attns[0].shape[-1]
   joint = jnp.broadcast_to(jnp.eye(t, dtype=attns[0].dtype), attns[0].shape)
@@ -48,38 +46,23 @@ def rollout_im(out):
 
 
 def cls_all(out):
-  """Mean over blocks of each block's CLS->patch attention (head mean, normalised) -> f32[N].
-
-  Why: a sink need not sit in every block, so the last block alone inherits its own
-  sinks, while an equal-weight mean keeps a patch high only if several blocks attend to
-  it. Parameter-free. One block: `cls_attention`.
-  """
+  """Mean over blocks of each block's CLS->patch attention (head mean, normalised) -> f32[N]:
+  a sink need not sit in every block (docs/choices.md). One block: `cls_attention`."""
   rows = jnp.stack([a[:, 0, 1:].mean(0) for a in out["attns"]])  # f32[L, N]
   rows = rows / jnp.maximum(rows.sum(-1, keepdims=True), 1e-12)
   return _distribution(rows.mean(0))
 
 
 def cls_specific(out, block=-1):
-  """CLS attention beyond what every token pays a patch: relu(cls_j - received_j) -> f32[N].
-
-  received_j: mean over heads and over the N patch queries of their attention to patch j in
-  `block`. A sink is attended by nearly every query whatever it asks, so its CLS
-  attention is no evidence for the class; this keeps only the CLS-specific excess. Every
-  excess zero -> uniform.
-  """
+  """CLS attention beyond what the patch queries pay a patch in `block` (head and query
+  mean): relu(cls_j - received_j) -> f32[N]; all zero -> uniform (docs/choices.md)."""
   a = out["attns"][block]
   return _distribution(jnp.maximum(a[:, 0, 1:].mean(0) - a[:, 1:, 1:].mean((0, 1)), 0.0))
 
 
 def norm_filtered(out, z=2.0):
-  """Last block's CLS attention with register-like patches set to 0 -> f32[N].
-
-  Register-like (Darcet et al. 2024, "Vision Transformers Need Registers"): the norm of the
-  patch's token is an outlier within the image, z-score > z. The token is the residual
-  stream before the final LayerNorm (out["encoded"], CLS first), which the LayerNorm would
-  rescale; the final-norm out["tokens"] when the edge does not expose it. Nothing flagged
-  (e.g. all norms equal) -> `cls_attention`.
-  """
+  """Last block's CLS attention with register-like patches (token norm z-score > z, Darcet
+  et al. 2024) set to 0 -> f32[N]; nothing flagged: `cls_attention` (docs/choices.md)."""
   tokens = out["encoded"][1:] if "encoded" in out else out["tokens"]
   norms = jnp.linalg.norm(tokens, axis=-1)
   sd = norms.std()

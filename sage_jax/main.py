@@ -44,8 +44,7 @@ def run_job(config, workdir: str, new_subdir: bool = False, compile_stats=None):
 
 
 def parse_flags(argv):
-  """absl's flag parsing, but a bad flag (an unknown --config field, a value of the wrong type,
-  a config file that does not load) gets the one-line error and exit code 2 too."""
+  """absl's flag parsing, a bad flag or config field ending in one line and exit code 2 too."""
   try:
     args = FLAGS(argv)
     FLAGS.config.get("mode")  # the config file loads lazily; load it here

@@ -1,9 +1,6 @@
-"""Measures: configs of the one job (`mode = "measure"`) that time the pipeline instead of
-sweeping it. Each measure (`MEASURES`) is a module whose `rows(config, workdir, log)` yields
-dict rows; one writer (`run_measures`) keeps WORKDIR/<measure>.json (rewritten after every
-row), prints the tables and writes WORKDIR/<measure>.md. Here too what the measures share:
-random weights, synthetic images, the shapes, AOT compilation, the forwards alone and the
-sweep at scale. No module here imports torch.
+"""Measures (`mode = "measure"`) time the pipeline instead of sweeping it: each (`MEASURES`)
+is a module whose `rows(config, workdir, log)` yields dict rows, and `run_measures` writes
+WORKDIR/<measure>.json (after every row) and .md. Here too what they share (no torch).
 """
 import importlib
 import importlib.metadata
@@ -41,8 +38,8 @@ def shape(name: str) -> tuple:
 
 def configured(config, rules=(), budgets=(), compute_dtype="float32", batch=0,
                server_batch=0):
-  """A sweep config with these rules and budgets (default: its own), dtype and batch sizes
-  (0: its own) -> its checked plan."""
+  """A sweep config with these rules, budgets, dtype and batch sizes (empty or 0: its own)
+  -> its checked plan."""
   config.rules = ",".join(rules) or config.rules
   config.budgets = ",".join(str(k) for k in budgets) or config.budgets
   config.compute_dtype = compute_dtype
@@ -60,9 +57,8 @@ def shape_plan(name: str, rules=(), budgets=(), compute_dtype="float32", batch=0
 
 
 def random_params(model, channels: int, seed: int = 0):
-  """Random weights of a sage_jax ViT (numpy). The head (zeros at init) is drawn with std
-  2/sqrt(width): logits of std about 2, so the edge's confidence differs from image to
-  image instead of sitting at the uniform softmax."""
+  """Random weights of a sage_jax ViT (numpy); the head (zeros at init) has std 2/sqrt(width),
+  so the edge's confidence varies from image to image."""
   key, head_key = jax.random.split(jax.random.PRNGKey(seed))
   side = math.isqrt(model.num_patches) * model.patch_size
   image = np.zeros((1, side, side, channels), np.float32)
@@ -89,8 +85,7 @@ def synthetic_images(n: int, ds, seed: int = 0) -> np.ndarray:
 
 
 def synthetic_batches(n_images: int, batch: int, ds, seed: int = 0) -> list:
-  """n_images synthetic images as the sweep's batch dicts (the last one padded with zeros
-  and masked, as data.eval_batches makes them)."""
+  """n_images synthetic images as `data.eval_batches` gives them (last one padded)."""
   images, out = synthetic_images(n_images, ds, seed), []
   for lo in range(0, n_images, batch):
     take = min(batch, n_images - lo)
@@ -109,8 +104,7 @@ def keep_indices(rows: int, n: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def aot(jitted, *args) -> tuple:
-  """-> (compiled, seconds spent tracing, lowering and compiling). The persistent
-  compilation cache is bypassed, so the seconds are compilation itself."""
+  """-> (compiled, seconds to trace, lower and compile, the persistent cache bypassed)."""
   with compile_cache.bypassed():
     seconds, compiled = timing.best_of(lambda: jitted.lower(*args).compile())
   return compiled, seconds
@@ -124,10 +118,8 @@ def matmul_seconds(n: int, dtype: str, timed) -> float:
 
 
 def forward_seconds(pipe, server, names, timed, images) -> dict:
-  """The sweep's forwards alone, compiled ahead of time: the edge step on pipe's edge batch,
-  the server on its server batch with all patches ("ceiling") or K random patches (int K).
-  images: f32[>= both batches, H, W, C]; timed(fn) -> seconds.
-  -> {name: (seconds per call, compile seconds)}."""
+  """The sweep's forwards alone, compiled ahead of time: "edge", the server on all patches
+  ("ceiling") or K random ones (int K) -> {name: (seconds per call, compile seconds)}."""
   b, s, n = pipe.plan.batch_size, pipe.plan.server_batch_size, server.num_patches
   x_edge, x_server = pipe.put(images[:b]), pipe.put(images[:s])
   subset = jax.jit(lambda p, x, idx, mask: server.apply({"params": p}, x, idx, mask, True)[0])
@@ -149,8 +141,7 @@ def forward_seconds(pipe, server, names, timed, images) -> dict:
 
 def scale_plan(config, n_images: int, share: float, rules=(), budgets=(),
                compute_dtype="float32", server_batch: int = 0):
-  """A sweep config (its rules and budgets unless given) -> its checked plan, the gate
-  offloading `share`; batch sizes the config's (or server_batch), capped by the work."""
+  """A sweep config -> its plan, the gate offloading `share`, batches capped by the work."""
   if n_images < 1:
     raise ValueError(f"scale images {n_images} is not allowed; give at least 1")
   if not 0 < share <= 1:
@@ -165,8 +156,8 @@ def scale_plan(config, n_images: int, share: float, rules=(), budgets=(),
 
 
 def sweep_at_scale(plan, n_images: int, share: float) -> dict:
-  """The sweep's pipeline on random weights over n_images synthetic images, `share` of them
-  offloaded (docs/benchmark.md); a warm-up batch compiles every step first."""
+  """The pipeline on random weights and n_images synthetic images, `share` offloaded, after
+  a warm-up batch that compiles (docs/benchmark.md)."""
   pipe = pipeline.build(plan, random_models(plan))
   batches = synthetic_batches(n_images, pipe.plan.batch_size, plan.dataset)
   threshold = offload.calibrate_fraction(pipeline.uncertainties(pipe, batches)[0], share)
@@ -197,7 +188,7 @@ def scale_rows(shape_name, plan, n_images, share):
 
 
 def scale_plan_of(config):
-  """The benchmark config's sweep at scale (config.scale) -> (plan, images), or None."""
+  """config.scale -> (plan, images), or None."""
   s = config.scale
   if s.images < -1:
     raise ValueError(f"scale.images {s.images} is not allowed; give a count, 0 (none) or "
@@ -222,6 +213,7 @@ def rows(config, workdir, log):
 
 def describe() -> dict:
   """Where and with what this ran (every JSON's header)."""
+
   def version(package):
     try:
       return importlib.metadata.version(package)
@@ -267,7 +259,7 @@ def report(rows, markdown: bool = False) -> str:
 
 
 def run_measures(config, workdir: str) -> dict:
-  """Runs every measure of config.measures -> {name: rows}; process 0 writes and prints."""
+  """config.measures' rows -> {name: rows}; process 0 writes and prints."""
   names = items(config.measures)
   unknown = [n for n in names if n not in MEASURES]
   if unknown or not names:

@@ -31,9 +31,25 @@ def _mean(x):
   return float(np.mean(x)) if len(x) else float("nan")
 
 
+def _nanmean(x):
+  x = np.asarray(x, np.float64)
+  return float(x[~np.isnan(x)].mean()) if (~np.isnan(x)).any() else float("nan")
+
+
+def agreement_columns(pred, kl, ceiling_pred) -> dict:
+  """agree_full: the share of images whose prediction equals the server's all-patch one;
+  kl_full: the mean KL(all-patch softmax || this softmax) in nats, over the images the
+  server answered (none where no unit arrived and the edge's prediction stands)."""
+  return dict(agree_full=_mean(pred == ceiling_pred),
+              kl_full=float("nan") if kl is None else _nanmean(kl))
+
+
 def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
-              n_boot: int = 1000, baseline: str = "topk") -> list:
-  """Rows of COLUMNS. Accuracies and rates are fractions in [0, 1]; pct_of_ceiling in %.
+              n_boot: int = 1000, baseline: str = "topk", conditions=None) -> list:
+  """Rows of COLUMNS, then erasure, pixel_bits, agree_full and kl_full (and the on-item
+  columns with boxes), one per (condition, rule, budget), condition-major. Accuracies and
+  rates are fractions in [0, 1]; pct_of_ceiling in %. conditions: (loss rate, bits per pixel,
+  bits per unit) of each uplink condition; None: one perfect 8-bit channel at bits_per_unit.
 
   comm_cost = mean units sent per offloaded image / N * offload rate (the share
   of all patches of all images that crosses the link). coverage is the mean share
@@ -47,38 +63,46 @@ def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
   edge_correct = records["edge_pred"] == records["label"]
   n, m = len(off), int(off.sum())
   ceiling_correct = records["ceiling_pred"] == label_off
-  ceiling_acc = _mean(ceiling_correct)
-  ceiling_lo, ceiling_hi = stats.bootstrap_ci(ceiling_correct, n_boot)
+  head = dict(ceiling_acc=_mean(ceiling_correct), edge_acc=float(edge_correct.mean()),
+              offload_rate=m / n, n_images=n, n_offloaded=m)
+  head["ceiling_acc_lo"], head["ceiling_acc_hi"] = stats.bootstrap_ci(ceiling_correct, n_boot)
   # Offloaded images in order of the edge's attention entropy; the first half is "low".
   low = np.zeros(m, bool)
   low[np.argsort(records["attn_entropy"][off], kind="stable")[: m // 2]] = True
-  base = methods.index(baseline) if baseline in methods else None
+  r, base = len(methods), methods.index(baseline) if baseline in methods else None
   rows = []
-  for i, method in enumerate(methods):
-    for j, budget in enumerate(budgets):
-      correct = records["server_pred"][:, i, j] == label_off
-      off_acc = _mean(correct)
-      collab = edge_correct.copy()
-      collab[off] = correct
-      units = _mean(records["units"][:, i, j])
-      row = dict(
-          method=method, budget=int(budget), offloaded_acc=off_acc,
-          ceiling_acc=ceiling_acc, ceiling_acc_lo=ceiling_lo, ceiling_acc_hi=ceiling_hi,
-          pct_of_ceiling=100.0 * off_acc / ceiling_acc if ceiling_acc > 0 else float("nan"),
-          overall_acc=_mean(collab), edge_acc=float(edge_correct.mean()), offload_rate=m / n,
-          mean_units=units, comm_cost=units / num_patches * m / n if m else 0.0,
-          bits_per_request=units * bits_per_unit,
-          cap_bind_rate=_mean(records["demand"][:, i, j] > budget),
-          coverage=_mean(records["coverage"][:, i, j]),
-          acc_low_attn_entropy=_mean(correct[low]), acc_high_attn_entropy=_mean(correct[~low]),
-          n_images=n, n_offloaded=m)
-      row["offloaded_acc_lo"], row["offloaded_acc_hi"] = stats.bootstrap_ci(correct, n_boot)
-      row["overall_acc_lo"], row["overall_acc_hi"] = stats.bootstrap_ci(collab, n_boot)
-      ref = None if base is None else records["server_pred"][:, base, j] == label_off
-      row.update(_paired(correct, ref, "topk", n_boot))
-      extra = on_item_columns(records, i, j, num_patches) if "on_item" in records else {}
-      rows.append(dict({k: row[k] for k in COLUMNS}, **extra))
+  for u, (rate, bits, unit_bits) in enumerate(conditions or [(0.0, 8, bits_per_unit)]):
+    for i, method in enumerate(methods):
+      for j, budget in enumerate(budgets):
+        pred = records["server_pred"][:, u * r + i, j]
+        ref = None if base is None else records["server_pred"][:, u * r + base, j] == label_off
+        row = dict(head, method=method, budget=int(budget),
+                   **_accuracies(pred == label_off, ref, edge_correct, off, low, n_boot))
+        units = _mean(records["units"][:, i, j])
+        row.update(mean_units=units, comm_cost=units / num_patches * m / n if m else 0.0,
+                   bits_per_request=units * unit_bits,
+                   cap_bind_rate=_mean(records["demand"][:, i, j] > budget),
+                   coverage=_mean(records["coverage"][:, i, j]),
+                   pct_of_ceiling=(100.0 * row["offloaded_acc"] / head["ceiling_acc"]
+                                   if head["ceiling_acc"] > 0 else float("nan")))
+        extra = on_item_columns(records, i, j, num_patches) if "on_item" in records else {}
+        kl = records["kl_full"][:, u * r + i, j] if "kl_full" in records else None
+        extra.update(erasure=float(rate), pixel_bits=int(bits),
+                     **agreement_columns(pred, kl, records["ceiling_pred"]))
+        rows.append(dict({k: row[k] for k in COLUMNS}, **extra))
   return rows
+
+
+def _accuracies(correct, ref_correct, edge_correct, off, low, n_boot) -> dict:
+  """Offloaded and overall (edge + server) accuracy with intervals, by attention entropy,
+  and paired against the baseline's `ref_correct` (None: absent)."""
+  collab = edge_correct.copy()
+  collab[off] = correct
+  out = dict(offloaded_acc=_mean(correct), overall_acc=_mean(collab),
+             acc_low_attn_entropy=_mean(correct[low]), acc_high_attn_entropy=_mean(correct[~low]))
+  out["offloaded_acc_lo"], out["offloaded_acc_hi"] = stats.bootstrap_ci(correct, n_boot)
+  out["overall_acc_lo"], out["overall_acc_hi"] = stats.bootstrap_ci(collab, n_boot)
+  return dict(out, **_paired(correct, ref_correct, "topk", n_boot))
 
 
 def comparison_columns(ref: str) -> tuple:
@@ -109,16 +133,20 @@ def _paired(correct, ref_correct, ref: str, n_boot: int) -> dict:
           p: stats.mcnemar(correct, ref_correct)["p_value"] if len(correct) else float("nan")}
 
 
-def add_comparisons(rows, records, methods, budgets, refs, n_boot: int = 1000) -> list:
+def add_comparisons(rows, records, methods, budgets, refs, n_boot: int = 1000,
+                    conditions=None) -> list:
   """Adds diff_vs_<ref> (+ _lo/_hi, paired bootstrap 95%) and p_vs_<ref> (exact McNemar)
   for each rule `ref` of refs (labels in `methods`; topk's columns are always there) to
-  every row of `summarize`, in place and after its columns. -> the rows."""
+  every row of `summarize`, in place and after its columns, against `ref` under the row's
+  own uplink condition (conditions as in `summarize`). -> the rows."""
   off = records["offloaded"].astype(bool)
   label_off = records["label"][off]
   correct = lambda i, j: records["server_pred"][:, i, j] == label_off
+  keys = [(float(c[0]), int(c[1])) for c in conditions or [(0.0, 8)]]
   for ref in (r for r in refs if r != "topk"):
     base = methods.index(ref)
     for row in rows:
+      u = keys.index((row.get("erasure", 0.0), row.get("pixel_bits", 8))) * len(methods)
       i, j = methods.index(row["method"]), list(budgets).index(row["budget"])
-      row.update(_paired(correct(i, j), correct(base, j), ref, n_boot))
+      row.update(_paired(correct(u + i, j), correct(u + base, j), ref, n_boot))
   return rows

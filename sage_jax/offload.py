@@ -35,11 +35,8 @@ def get_measure(name: str):
 
 
 def gate_threshold(gate, uncertainties=None) -> float:
-  """The gate (measure, eta, fraction) -> uncertainty threshold.
-
-  For `fraction`, `uncertainties()` returns every evaluated image's uncertainty: the
-  share is calibrated on them (one more edge pass; the other measures need none).
-  """
+  """The gate (measure, eta, fraction) -> uncertainty threshold; `fraction` calibrates on
+  `uncertainties()`, every evaluated image's (one more edge pass)."""
   if gate.measure == "fraction":
     return calibrate_fraction(uncertainties(), gate.fraction)
   if gate.measure == "margin":

@@ -137,10 +137,11 @@ def _regroup_fns(pipe: Pipeline):
   return empty, append, pop
 
 
-def _server_calls(fresh: np.ndarray, devices: int) -> int:
-  """Server forwards a budget step ran: each device runs ceil(its fresh rows / its batch)."""
-  per_device = fresh.reshape(fresh.shape[0], devices, -1)
-  return int(np.max(-(-per_device.sum((0, 2)) // per_device.shape[-1])))
+def _server_calls(fresh: np.ndarray, devices: int, conditions: int = 1) -> int:
+  """Server forwards a budget step ran: each device runs ceil(its fresh rows / its batch)
+  per uplink condition (fresh: [conditions * R, B], condition-major)."""
+  per_device = fresh.reshape(conditions, -1, devices, fresh.shape[-1] // devices)
+  return int(np.max((-(-per_device.sum((1, 3)) // per_device.shape[-1])).sum(0)))
 
 
 @dataclasses.dataclass
@@ -153,7 +154,8 @@ class _Loop:
   timer: Any
   records: dict = None
   counts: dict = None
-  per_off: tuple = ("server_pred", "units", "demand", "coverage")  # [m, R, nB]
+  per_off: tuple = ("server_pred", "units", "demand", "coverage", "server_conf", "kl_full",
+                    "units_sent")  # [m, R or U * R, nB]
   buffer: Any = None
   held: int = 0
   queue: list = dataclasses.field(default_factory=list)
@@ -179,8 +181,10 @@ def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None
   """Per-image records of the valid images of `batches` (dicts: image, label, index, valid).
 
   -> (records, counts). Records: index, label, edge_pred, score (the gate's uncertainty),
-  offloaded, attn_entropy for every image; off_index, ceiling_pred, and server_pred / units
-  / demand / coverage [m, R, nB] for the m offloaded images; map_image (u8, for display) /
+  offloaded, attn_entropy for every image; off_index, ceiling_pred, units / demand /
+  coverage / units_sent (the union of the rule's sets up to this budget) [m, R, nB] and
+  server_pred / server_conf (max probability) / kl_full [m, U * R, nB] (U uplink conditions,
+  condition-major) for the m offloaded images; map_image (u8, for display) /
   map_keep_idx / map_keep_mask [R, K] of the first report.map_examples offloaded images at
   the map budget. counts: edge_batches, server_batches, server_calls per budget ("ceiling"
   too), server_rows_run and server_rows_all ((rule, budget, image) rows).
@@ -217,7 +221,7 @@ def _dispatch_edge(loop: _Loop, batch):
     batch["on_item"] = data.box_patches(batch["box"], plan.dataset.image_size, plan.patch_size)
     rows["on_item"] = pipe.put(batch["on_item"])
   out = pipe.steps.edge(pipe.edge_params, rows["image"])
-  rows.update(importance=out["importance"], tokens=out["tokens"])
+  rows.update(importance=out["importance"], tokens=out["tokens"], edge_pred=out["pred"])
   loop.counts["edge_batches"] += 1
   return batch, rows, out
 
@@ -269,9 +273,11 @@ def _read_server(loop: _Loop, outputs, idx, valid):
     ceiling, outs = jax.device_get(outputs)
   counts["server_calls"]["ceiling"] += 1
   for k, o in zip(plan.budgets, outs):
-    counts["server_calls"][str(k)] += _server_calls(o["fresh"], loop.pipe.mesh.devices.size)
+    counts["server_calls"][str(k)] += _server_calls(o["fresh"], loop.pipe.mesh.devices.size,
+                                                    len(plan.uplink.conditions))
   counts["server_rows_run"] += sum(int(o["fresh"].sum()) for o in outs)
-  counts["server_rows_all"] += len(plan.rules) * len(plan.budgets) * len(idx)
+  counts["server_rows_all"] += (len(plan.uplink.conditions) * len(plan.rules)
+                                * len(plan.budgets) * len(idx))
   _raise_if_not_finite(ceiling["finite"][valid], idx, "the server output (all patches)")
   for k, o in zip(plan.budgets, outs):
     _raise_if_not_finite(o["finite"][:, valid].all(0), idx, f"the server output (budget {k})")
@@ -289,10 +295,13 @@ def _read_server(loop: _Loop, outputs, idx, valid):
 def _stacked(plan, records) -> dict:
   """Lists of per-batch arrays -> arrays (empty ones of the right shape and dtype)."""
   r, nb, k_map = len(plan.rules), len(plan.budgets), plan.report.map_budget
+  ur = len(plan.uplink.conditions) * r
   hw, ch = plan.dataset.image_size, plan.dataset.channels
   empty_shapes = dict(off_index=((0,), np.int32), ceiling_pred=((0,), np.int32),
                       item_patches=((0,), np.int32),
                       coverage=((0, r, nb), np.float32), map_image=((0, hw, hw, ch), np.uint8),
+                      server_pred=((0, ur, nb), np.int32), server_conf=((0, ur, nb), np.float32),
+                      kl_full=((0, ur, nb), np.float32), units_sent=((0, r, nb), np.int16),
                       map_keep_idx=((0, r, k_map), np.int32),
                       map_keep_mask=((0, r, k_map), bool))
   for k, v in records.items():

@@ -62,6 +62,29 @@ class Beyond:
 
 
 @dataclasses.dataclass(frozen=True)
+class Progressive:
+  """report.md's progressive offloading, evaluated from the records (sage_jax/progressive.py)."""
+  schedule: tuple = ()     # budgets climbed in order: the sweep's, up to max_budget
+  thresholds: tuple = ()   # server confidences (max softmax probability) to stop at
+  rtt_ms: float = 0.0      # an assumed round trip per request
+  goal_budget: int = 0     # the goal: the best fixed accuracy at this budget (0: no goal;
+                           # one the sweep does not run: the report says so)
+  goal_share: float = 0.6  # ... reached with at most this share of its mean units
+
+
+@dataclasses.dataclass(frozen=True)
+class Uplink:
+  erasure: tuple = (0.0,)  # loss rates: each sent unit lost independently with probability p
+  pixel_bits: tuple = (8,)  # bits per pixel value of a sent patch
+  unit_bits: tuple = ()    # bits per unit at each pixel_bits (() with the default)
+
+  @property
+  def conditions(self) -> tuple:
+    """(rate, bits) of each condition, bits outer; the records' rule axis is condition-major."""
+    return tuple((p, b) for b in self.pixel_bits for p in self.erasure)
+
+
+@dataclasses.dataclass(frozen=True)
 class Report:
   n_boot: int
   channel: str      # the latency plot's uplink, a key of rates
@@ -71,6 +94,7 @@ class Report:
   moderate: tuple   # (lo, hi) budgets of the grid-vs-random claim
   compare_to: tuple = ("topk",)  # rule labels every rule is compared with (paired)
   beyond: Any = None             # Beyond, or None: no such section
+  progressive: Progressive = Progressive()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +119,13 @@ class Plan:
   report: Report
   config_json: str        # the resolved config (for the workdir's config.json and hash)
   boxes: bool = False     # the dataset gives each image its item's box (on-item columns)
+  uplink: Uplink = Uplink()
+
+  @property
+  def conditions(self) -> tuple:
+    """(loss rate, bits per pixel, bits per unit) of each uplink condition."""
+    per_bits = dict(zip(self.uplink.pixel_bits, self.uplink.unit_bits or (self.bits_per_unit,)))
+    return tuple((p, b, per_bits[b]) for p, b in self.uplink.conditions)
 
   @property
   def labels(self) -> list:
@@ -264,8 +295,32 @@ def make(config) -> "Plan":
       seed=int(config.seed), compute_dtype=config.compute_dtype,
       batch_size=int(config.batch_size), server_batch_size=int(config.server_batch_size),
       chunk_size=int(config.chunk_size),
-      report=_report(config.report, budgets, [rule.label for rule in rules]),
-      config_json=config.to_json())
+      report=_report(config.report, budgets, [rule.label for rule in rules], n),
+      config_json=config.to_json(), uplink=_uplink(config, n, patch))
+
+
+def _numbers(value, what) -> list:
+  return _once([_number(x, what, value) for x in _items(value, what)], what, value)
+
+
+def _uplink(config, n: int, patch: int) -> Uplink:
+  """config.uplink -> Uplink: loss rates in [0, 1), bits per pixel in 1..8, each once."""
+  cfg = config.get("uplink")
+  if cfg is None:
+    return Uplink()
+  rates = tuple(_numbers(cfg.erasure, "uplink.erasure"))
+  for p in rates:
+    _require(0 <= p < 1, "uplink.erasure rate", p, "a loss rate is in [0, 1)")
+  bits = tuple(_numbers(cfg.pixel_bits, "uplink.pixel_bits"))
+  for b in bits:
+    _require(b == int(b) and 1 <= b <= 8, "uplink.pixel_bits", b, "bits per pixel are 1..8")
+  bits = tuple(int(b) for b in bits)
+  if bits == (8,):
+    return Uplink(rates, bits)
+  _require(config.bits_per_unit == -1, "bits_per_unit", config.bits_per_unit,
+           "coarser units (uplink.pixel_bits) count their bits from the patch: give -1")
+  return Uplink(rates, bits, tuple(channel.bits_per_unit(patch, config.dataset.channels, b, n)
+                                   for b in bits))
 
 
 def _bits_and_budgets(config, n: int, patch: int) -> tuple:
@@ -302,7 +357,25 @@ def _check_gate_and_sizes(config, n: int) -> None:
            f"allowed: 1..{side} (the patch grid's side)")
 
 
-def _report(r, budgets, labels) -> "Report":
+def _progressive(cfg, budgets, n: int) -> Progressive:
+  """config.report.progressive -> Progressive (none configured: no section)."""
+  if cfg is None:
+    return Progressive()
+  top = cfg.max_budget or n // 2
+  schedule = tuple(sorted(b for b in budgets if b <= top))  # none: no section
+  thresholds = tuple(sorted(_numbers(cfg.thresholds, "report.progressive.thresholds")))
+  for t in thresholds:
+    _require(0 <= t <= 1, "report.progressive.thresholds", t, "a confidence is in [0, 1]")
+  _require(cfg.rtt_ms >= 0, "report.progressive.rtt_ms", cfg.rtt_ms, "it must be >= 0")
+  _require(cfg.goal_budget >= 0, "report.progressive.goal_budget", cfg.goal_budget,
+           "give 0 (no goal) or a budget")
+  _require(0 < cfg.goal_share <= 1, "report.progressive.goal_share", cfg.goal_share,
+           "it must be in (0, 1]")
+  return Progressive(schedule, thresholds, float(cfg.rtt_ms), int(cfg.goal_budget),
+                     float(cfg.goal_share))
+
+
+def _report(r, budgets, labels, n: int) -> "Report":
   """config.report checked -> Report; the map's budget is the nearest one the sweep runs."""
   _require(r.n_boot >= 1, "report.n_boot", r.n_boot, "it must be >= 1")
   rates = channel.parse_rates(r.rates)
@@ -320,4 +393,5 @@ def _report(r, budgets, labels) -> "Report":
              f"compare with rules this sweep runs: {', '.join(labels)}")
   beyond = _beyond(r.get("beyond"), labels, compare_to)
   return Report(int(r.n_boot), r.channel, tuple(rates.items()), int(map_budget),
-                int(r.map_examples), moderate, compare_to, beyond)
+                int(r.map_examples), moderate, compare_to, beyond,
+                _progressive(r.get("progressive"), budgets, n))

@@ -1,7 +1,6 @@
-"""The rehearsal measure: the ImageNet sweep at ImageNet shapes on a synthetic
-`imagenet2012` validation split (built once through TFDS's own builder) with random DeiT
-weights, swept by `sweep.run` -> images_per_second, bytes_read_ratio and
-pipeline_efficiency. How each is counted, and several processes: docs/imagenet.md.
+"""The rehearsal measure: the ImageNet sweep (`sweep.run`) on a synthetic `imagenet2012`
+validation split with random DeiT weights -> images_per_second, bytes_read_ratio and
+pipeline_efficiency, counted as docs/imagenet.md says.
 """
 import contextlib
 import io
@@ -40,8 +39,7 @@ def _size(rng):
 
 
 def synthetic_jpeg(index: int, seed: int = 0) -> bytes:
-  """The index-th synthetic validation image as JPEG bytes; the same (index, seed) always
-  gives the same bytes."""
+  """The index-th synthetic validation image as JPEG bytes, the same for the same seed."""
   from PIL import Image
   rng = np.random.default_rng([seed, index])
   h, w = _size(rng)
@@ -66,9 +64,8 @@ def synthetic_jpeg(index: int, seed: int = 0) -> bytes:
 
 def synthetic_imagenet(cache_dir: str, num_images: int = 5000, seed: int = 0,
                        num_shards: int = 0) -> tuple:
-  """Builds (once) the synthetic imagenet2012 validation split with TFDS's imagenet2012
-  builder. -> (data_dir, stats dict). A second call with the same arguments finds the
-  prepared dataset and builds nothing (stats["built"] is False)."""
+  """Builds the synthetic validation split once with TFDS's imagenet2012 builder -> (data_dir,
+  stats); stats["built"] is False when a call found it prepared."""
   import tensorflow_datasets as tfds
   if not 1 <= num_images <= VAL_IMAGES:
     raise ValueError(f"synthetic_images {num_images} is not allowed; allowed: 1..{VAL_IMAGES}")
@@ -112,8 +109,7 @@ def synthetic_imagenet(cache_dir: str, num_images: int = 5000, seed: int = 0,
 
 def random_checkpoint(cache_dir: str, variant: str, seed: int = 0, num_classes: int = 1000,
                       image_size: int = 224) -> str:
-  """A checkpoint of `variant` with random weights (`measure.random_params`; written once,
-  then reused) -> path."""
+  """A checkpoint of `variant` with random weights, written once -> its path."""
   slug = variant.replace("/", "_")
   path = os.path.join(files.expanduser(cache_dir),
                       f"random_{slug}_c{num_classes}_s{image_size}_seed{seed}.msgpack")
@@ -128,10 +124,8 @@ def random_checkpoint(cache_dir: str, variant: str, seed: int = 0, num_classes: 
 
 
 def forward_seconds(models, plan, counts: dict, repeats: int = 2, seed: int = 0) -> dict:
-  """The sweep's forwards alone (`measure.forward_seconds`), each shape times the calls the
-  sweep made of it (the fraction gate's edge pass included).
-
-  -> {"edge" | "ceiling" | K: {rows, calls, seconds_per_call, seconds}, "total_s": ...}."""
+  """The sweep's forwards alone, each times the calls the sweep made of it (the gate's edge
+  pass included) -> {"edge" | "ceiling" | K: {rows, calls, seconds...}, "total_s": ...}."""
   pipe = pipeline.build(plan, models)
   b, s = pipe.plan.batch_size, pipe.plan.server_batch_size
   calls = {"edge": counts["edge_batches"] + counts.get("gate_batches", 0)}
@@ -162,8 +156,7 @@ def _rchar(path: str):
 
 @contextlib.contextmanager
 def _io_window(box: dict):
-  """Records the read counters of the process and of the calling thread at the start and
-  end of the window into `box`."""
+  """The read counters of the process and of this thread at the window's ends -> `box`."""
   counters = lambda: dict(process=_rchar("/proc/self/io"), thread=_rchar("/proc/thread-self/io"))
   box["io_start"] = counters()
   try:
@@ -202,8 +195,7 @@ def bytes_read(box: dict, dataset_cfg, images: int) -> dict:
 
 
 def combine_reads(parts: list) -> dict:
-  """Each process's bytes_read -> the ratio over all: bytes read by every process / stored
-  bytes of every record evaluated (None if a process could not count)."""
+  """Each process's bytes_read -> the ratio over all (None if a process could not count)."""
   read = [p.get("dataset_bytes_read") for p in parts]
   stored = sum(p["stored_bytes_evaluated"] for p in parts)
   ratio = None if None in read or not stored else sum(read) / stored
@@ -212,8 +204,7 @@ def combine_reads(parts: list) -> dict:
 
 
 def all_processes(own: dict) -> dict:
-  """bytes_read of this process -> itself (one process), or combined over all processes
-  (on every process, with this one's under "own")."""
+  """bytes_read of this process -> itself, or with several, combined (this one's: "own")."""
   if jax.process_count() == 1:
     return own
   from jax.experimental import multihost_utils
@@ -246,8 +237,8 @@ def _clear(workdir: str, overwrite: bool) -> None:
 
 
 def _prepare(config, r) -> dict:
-  """The sweep config (measure fields dropped), its split and weights built once or found
-  in the cache -> (config, the synthetic split's stats or None)."""
+  """-> (the sweep config with its split and weights from the cache, the split's stats or
+  None)."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for name in MEASURE_FIELDS:
@@ -273,8 +264,7 @@ def _prepare(config, r) -> dict:
 
 
 def rows(config, workdir, log):
-  """The rehearsal -> one row, what WORKDIR/rehearsal.json holds (processes other than 0
-  print their bytes read and yield none)."""
+  """The rehearsal -> one row (from process 0; the others print their bytes read)."""
   r = config.rehearsal
   sweep_config, synthetic = _prepare(config, r)
   _clear(workdir, r.overwrite)

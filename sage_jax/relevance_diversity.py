@@ -18,19 +18,9 @@ def _check_range(name, value, lo, hi=math.inf):
 
 
 def mmr(importance, embeddings, key, budget, relevance_weight=0.5):
-  """Maximal marginal relevance (Carbonell & Goldstein 1998) on cosine similarity.
-
-  importance: f32[N] (>= 0), embeddings: f32[N, D]. Relevance r = importance / max(importance),
-  so the most important patch has r = 1. The first pick is the most important patch; each
-  next one is the unpicked patch maximising
-      relevance_weight * r_i - (1 - relevance_weight) * max_{j picked} cos(e_i, e_j),
-  cosines of L2-normalised embeddings (a zero embedding has cosine 0 with everything).
-  Ties to the lowest patch index. relevance_weight = 1 is topk, 0 is `diversity`.
-  Why it adapts per image: r is scaled by the image's own maximum, so a peaked importance
-  keeps its few high patches ahead of the redundancy penalty (topk-like), while a flat one
-  (sinks, diffuse attention) leaves every r close and the redundancy term decides
-  (diversity-like). All importances zero: r = 0, diversity seeded at patch 0.
-  """
+  """Maximal marginal relevance (Carbonell & Goldstein 1998): from the most important patch,
+  each next pick maximises w * importance_i / max - (1 - w) * max cosine to the picks, w =
+  relevance_weight (1: topk, 0: `diversity`; docs/choices.md)."""
   del key
   n = importance.shape[0]
   selection._check_budget(budget, n)
@@ -59,15 +49,8 @@ def perplexity(importance):
 
 
 def sage_adaptive(importance, embeddings, key, budget, pool_ratio=2.0, perplexity_ratio=1.0):
-  """SAGE whose pool follows how concentrated the image's importance is.
-
-  importance: f32[N], embeddings: f32[N, D]. Pool = the P most important patches (ties to
-  the lower index), P = clip(max(ceil(pool_ratio*K), ceil(perplexity_ratio*perplexity)), K, N),
-  then greedy max-min cosine inside the pool seeded at the most important patch, as `sage`.
-  A concentrated importance (perplexity <= pool_ratio*K) gives SAGE itself; a diffuse one
-  widens the pool towards all N patches, i.e. towards `diversity`. Equal importance:
-  perplexity N, pool N. The pool is a mask, so shapes stay static.
-  """
+  """SAGE whose pool follows how concentrated the image's importance is: P = clip(max(
+  ceil(pool_ratio*K), ceil(perplexity_ratio*perplexity)), K, N) patches (docs/choices.md)."""
   del key
   n = importance.shape[0]
   selection._check_budget(budget, n)
@@ -80,22 +63,15 @@ def sage_adaptive(importance, embeddings, key, budget, pool_ratio=2.0, perplexit
   in_pool = jnp.zeros(n, bool).at[selection._top(importance, n)].set(jnp.arange(n) < size)
   x = selection._l2_normalize(jnp.asarray(embeddings))
   seed = jnp.argmax(importance)
-  min_dist = jnp.where(in_pool, 1.0 - selection._same_is_one(x @ x[seed]), -jnp.inf).at[seed].set(-jnp.inf)
+  min_dist = jnp.where(in_pool, 1.0 - selection._same_is_one(x @ x[seed]), -jnp.inf)
+  min_dist = min_dist.at[seed].set(-jnp.inf)
   rest = selection._greedy_maxmin(x, min_dist, budget - 1)
   return selection._fixed(jnp.concatenate([seed[None].astype(jnp.int32), rest]), budget)
 
 
 def dpp(importance, embeddings, key, budget, quality_exponent=1.0, ridge=1e-3):
-  """Greedy MAP of a quality-diversity DPP (Chen, Zhang & Zhou 2018, fast greedy MAP).
-
-  importance: f32[N], embeddings: f32[N, D]. Kernel L = diag(q) (X X^T + ridge I) diag(q),
-  X the L2-normalised embeddings, q = (importance / max)^quality_exponent. Each step adds
-  the patch with the largest remaining conditional variance d_i^2 = L_ii - |c_i|^2
-  (incremental Cholesky), i.e. the largest gain in log det L_S; the first pick is the most
-  important patch when quality_exponent > 0. Ties to the lowest index. quality_exponent 0:
-  volume diversity alone; large: towards topk. The ridge keeps L positive definite, so
-  identical or zero embeddings still give K distinct picks (in importance order).
-  """
+  """Greedy MAP of a quality-diversity DPP (Chen, Zhang & Zhou 2018): kernel diag(q) (X X^T +
+  ridge I) diag(q), q = (importance / max)^quality_exponent (docs/choices.md)."""
   del key
   n = importance.shape[0]
   selection._check_budget(budget, n)
@@ -107,7 +83,8 @@ def dpp(importance, embeddings, key, budget, quality_exponent=1.0, ridge=1e-3):
   x = selection._l2_normalize(jnp.asarray(embeddings))
   # The diagonal x_i . x_i is exactly 1 (0 for a zero embedding), not the computed product:
   # with equal importance the first pick is then an exact tie, given to the lowest index.
-  gram = jnp.where(jnp.eye(n, dtype=bool), jnp.any(x != 0, axis=1)[:, None], selection._same_is_one(x @ x.T))
+  gram = jnp.where(jnp.eye(n, dtype=bool), jnp.any(x != 0, axis=1)[:, None],
+                   selection._same_is_one(x @ x.T))
   kernel = q[:, None] * (gram + ridge * jnp.eye(n)) * q[None, :]
 
   def pick(k, carry):

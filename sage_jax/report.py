@@ -6,7 +6,7 @@ import math
 import os
 
 from sage_jax import beyond as beyond_lib
-from sage_jax import channel, figures, files, metrics
+from sage_jax import channel, figures, files, metrics, progressive, uplink
 from sage_jax.metrics import COLUMNS
 
 
@@ -42,7 +42,9 @@ def to_csv(rows) -> bytes:
   """Every number at full precision (Python's shortest round-trip form), so a McNemar p of
   4.5e-30 survives; undefined values are empty. Columns: COLUMNS, then any comparison
   columns the rows carry (`metrics.add_comparisons`)."""
-  columns = list(COLUMNS) + [k for k in (rows[0] if rows else {}) if k not in COLUMNS]
+  head = rows[0] if rows else dict.fromkeys(COLUMNS)
+  columns = (list(COLUMNS) if set(COLUMNS) <= set(head) else []) + [
+      k for k in head if k not in COLUMNS or not set(COLUMNS) <= set(head)]
   buf = io.StringIO()
   w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
   w.writeheader()
@@ -117,7 +119,8 @@ def paper_claims(rows, num_patches: int, moderate=(12, 24)) -> list:
       ceil = r["ceiling_acc"]  # the interval of SAGE's accuracy over the ceiling's point value
       out.append(f"SAGE reaches 93% of the server ceiling first at K={b} "
                  f"({r['pct_of_ceiling']:.1f}% of ceiling, 95% CI "
-                 f"{100 * r['offloaded_acc_lo'] / ceil:.1f}-{100 * r['offloaded_acc_hi'] / ceil:.1f}%"
+                 f"{100 * r['offloaded_acc_lo'] / ceil:.1f}-"
+                 f"{100 * r['offloaded_acc_hi'] / ceil:.1f}%"
                  f"; {b}/{num_patches} = {100 * b / num_patches:.0f}% of the patches; the paper: "
                  "under half).")
     else:
@@ -155,7 +158,8 @@ def _topk_vs_random(by, budgets, num_patches) -> str:
     above += lo > 0
     under += hi < 0
     parts.append(f"K={b}: {_pct(by[('topk', b)]['offloaded_acc'])} vs "
-                 f"{_pct(r['offloaded_acc'])} ({metrics.points(diff)} pts, 95% CI [{metrics.points(lo)}, {metrics.points(hi)}])")
+                 f"{_pct(r['offloaded_acc'])} ({metrics.points(diff)} pts, 95% CI "
+                 f"[{metrics.points(lo)}, {metrics.points(hi)}])")
   return (f"Top-K vs random on offloaded images: top-K's paired 95% interval lies above 0 at "
           f"{above} and below 0 at {under} of {len(below)} budgets below N. "
           + "; ".join(parts) + ".")
@@ -173,13 +177,13 @@ def _on_item_claim(by, budgets) -> list:
           "average): " + "; ".join(parts) + "."]
 
 
-def _pivot(rows, budgets, column) -> str:
-  """rule x budget table of one column, in %."""
+def _pivot(rows, budgets, column, fmt=lambda v: f"{100 * v:.1f}") -> str:
+  """rule x budget table of one column, in % (or as fmt writes it)."""
   by = {(r["method"], r["budget"]): r for r in rows}
   methods = list(dict.fromkeys(r["method"] for r in rows))
   lines = ["| rule | " + " | ".join(f"K={b}" for b in budgets) + " |",
            "|" + "---|" * (len(budgets) + 1)]
-  lines += [f"| `{m}` | " + " | ".join(f"{100 * by[(m, b)][column]:.1f}" if (m, b) in by else ""
+  lines += [f"| `{m}` | " + " | ".join(fmt(by[(m, b)][column]) if (m, b) in by else ""
                                         for b in budgets) + " |" for m in methods]
   return "\n".join(lines)
 
@@ -193,6 +197,14 @@ def _on_item_section(rows, budgets) -> list:
           "item's box (%):", "", _pivot(rows, budgets, "sent_on_item"), "",
           "Share of the item's patches that were sent (%):", "",
           _pivot(rows, budgets, "item_sent"), ""]
+
+
+def _agreement_section(rows, budgets) -> list:
+  return ["## Agreement with the full view", "",
+          "Share of the offloaded images where the server's answer from the K units equals its "
+          "answer from all patches (agree_full, %):", "", _pivot(rows, budgets, "agree_full"), "",
+          "Mean KL divergence from the all-patch softmax to the K-unit softmax (kl_full, nats):",
+          "", _pivot(rows, budgets, "kl_full", lambda v: f"{v:.3f}"), ""]
 
 
 def _swap_table(rows, budgets) -> str:
@@ -211,7 +223,8 @@ def _swap_table(rows, budgets) -> str:
   return "\n".join(lines)
 
 
-def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="") -> str:
+def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="",
+              studies=()) -> str:
   head = rows[0]
   budgets = sorted({r["budget"] for r in rows})
   cols = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi",
@@ -236,18 +249,27 @@ def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="") -
       "## Swap experiment: top-K with its lowest-ranked fraction f replaced by max-min picks", "",
       _swap_table(rows, budgets), "",
       *_on_item_section(rows, budgets),
+      *_agreement_section(rows, budgets),
+      *[f"{s}\n" for s in studies if s],
       "## Spatial coverage and attention entropy", "",
       markdown_table(rows, ("method", "budget", "coverage", "acc_low_attn_entropy",
                             "acc_high_attn_entropy")), "",
       "## All results", "", markdown_table(rows, cols), ""])
 
 
+def main_rows(rows, plan) -> list:
+  """The rows of the first uplink condition (the whole sweep with the default uplink)."""
+  first = plan.conditions[0][:2]
+  return [r for r in rows if (r.get("erasure", 0.0), r.get("pixel_bits", 8)) == first]
+
+
 def write_all(rows, workdir, records, plan, examples=None):
-  """results.csv/.json, per_image.npz, the plots and report.md; the comparisons with
-  report.compare_to are added to `rows` in place. examples: the selection map's rows
-  (`pipeline.MAP_KEYS`), or None."""
+  """results.csv/.json, per_image.npz, the plots and report.md (progressive.csv too); the
+  comparisons with report.compare_to are added to `rows` in place. examples: the selection
+  map's rows (`pipeline.MAP_KEYS`), or None. The report reads the first uplink condition's
+  rows; the uplink section all of them."""
   metrics.add_comparisons(rows, records, plan.labels, plan.budgets, plan.report.compare_to,
-                          plan.report.n_boot)
+                          plan.report.n_boot, plan.conditions)
   files.write(os.path.join(workdir, "results.csv"), to_csv(rows))
   files.write(os.path.join(workdir, "results.json"), to_json(rows))
   files.write(os.path.join(workdir, "per_image.npz"), files.npz_bytes(records))
@@ -256,22 +278,8 @@ def write_all(rows, workdir, records, plan, examples=None):
     files.write(os.path.join(workdir, "report.md"),
                 f"# sage_jax sweep report\n\n{text}\n".encode())
     return
-  cfg = plan.report
-  rates = dict(cfg.rates)
-  figures.accuracy_plot(rows, os.path.join(workdir, "curves.png"))
-  figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_bits.png"), x="bits_per_request")
-  figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_latency.png"), x="latency_ms",
-                        rate=rates[cfg.channel])
-  beyond = cfg.beyond
-  if examples is not None and len(examples["map_image"]):
-    figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"],
-                          examples["map_keep_mask"], plan.labels, plan.patch_size,
-                          os.path.join(workdir, "selection_map.png"))
-    if beyond is not None:
-      cols = [plan.labels.index(m) for m in beyond_lib.map_columns(beyond)]
-      figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"][:, cols],
-                            examples["map_keep_mask"][:, cols], beyond_lib.map_columns(beyond),
-                            plan.patch_size, os.path.join(workdir, "beyond_map.png"))
+  cfg, main = plan.report, main_rows(rows, plan)
+  _plots(main, workdir, plan, examples)
   m = rows[0]["n_offloaded"]
   if m < MIN_OFFLOADED:
     claims = [f"Only {m} image{' was' if m == 1 else 's were'} offloaded, fewer than "
@@ -279,12 +287,36 @@ def write_all(rows, workdir, records, plan, examples=None):
               "the numbers, but no claim is checked (an accuracy over so few images moves in "
               "steps of 5 points or more, and its bootstrap interval is unreliable)."]
   else:
-    claims = paper_claims(rows, plan.num_patches, cfg.moderate)
-  section = ""
-  if beyond is not None:
-    section = (beyond_lib.section(rows, beyond, cfg.map_budget) if m >= MIN_OFFLOADED else
+    claims = paper_claims(main, plan.num_patches, cfg.moderate)
+  section, studies = "", ()
+  if cfg.beyond is not None:
+    section = (beyond_lib.section(main, cfg.beyond, cfg.map_budget) if m >= MIN_OFFLOADED else
                "## Beyond the paper\n\nToo few offloaded images to check the goal.")
-  md = report_md(rows, claims,
-                 channel.channel_table(sorted(plan.budgets), plan.bits_per_unit, rates),
-                 cfg.map_budget, cfg.channel, section)
+  if m >= MIN_OFFLOADED:
+    text, points = progressive.section(records, plan, main, workdir, markdown_table)
+    if points:
+      files.write(os.path.join(workdir, "progressive.csv"), to_csv(points))
+    studies = (text, uplink.section(records, plan, rows, workdir, markdown_table))
+  md = report_md(main, claims,
+                 channel.channel_table(sorted(plan.budgets), plan.bits_per_unit, dict(cfg.rates)),
+                 cfg.map_budget, cfg.channel, section, studies)
   files.write(os.path.join(workdir, "report.md"), md.encode())
+
+
+def _plots(rows, workdir, plan, examples):
+  """Accuracy vs budget, bits and latency; the selection maps (the beyond one too)."""
+  cfg = plan.report
+  figures.accuracy_plot(rows, os.path.join(workdir, "curves.png"))
+  figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_bits.png"), x="bits_per_request")
+  figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_latency.png"), x="latency_ms",
+                        rate=dict(cfg.rates)[cfg.channel])
+  if examples is None or not len(examples["map_image"]):
+    return
+  figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"],
+                        examples["map_keep_mask"], plan.labels, plan.patch_size,
+                        os.path.join(workdir, "selection_map.png"))
+  if cfg.beyond is not None:
+    cols = [plan.labels.index(m) for m in beyond_lib.map_columns(cfg.beyond)]
+    figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"][:, cols],
+                          examples["map_keep_mask"][:, cols], beyond_lib.map_columns(cfg.beyond),
+                          plan.patch_size, os.path.join(workdir, "beyond_map.png"))

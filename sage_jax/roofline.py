@@ -1,7 +1,6 @@
-"""The roofline measure: the paper's ImageNet sweep projected onto accelerators from XLA's
-cost analysis of each compiled step (`step_costs`), a roofline per chip (`PEAKS`) and data
-parallelism over a system's chips (`SYSTEMS`), the method checked against this CPU's step
-times (`check_shape`). The method, its assumptions and a run: docs/imagenet.md.
+"""The roofline measure: the ImageNet sweep projected onto accelerators from XLA's cost of
+each compiled step (`step_costs`), a roofline per chip (`PEAKS`) and data parallelism over a
+system (`SYSTEMS`), checked against this CPU's step times (docs/imagenet.md).
 """
 import functools
 import math
@@ -17,9 +16,9 @@ from sage_jax.step_costs import (Cost, budget_cost, compile_steps, projection_pl
 
 
 class Peak(NamedTuple):
-  """One chip's dense bf16 peak and memory bandwidth, with the document they come from."""
-  flops: float       # FLOP/s, dense bf16 (not the 2:4-sparse figure)
-  bandwidth: float   # bytes/s, HBM
+  """One chip's FLOP/s and HBM bytes/s, with the document they come from."""
+  flops: float
+  bandwidth: float
   source: str
 
 
@@ -46,17 +45,16 @@ MISS = 2.0  # measured / predicted beyond this factor either way: the method mis
 # --- the arithmetic (pure) ------------------------------------------------------------
 
 def roofline(cost: Cost, peak_flops: float, bandwidth: float) -> tuple:
-  """-> (seconds, "compute" | "memory"): the slower of doing the FLOPs at the peak and
-  moving the bytes at the bandwidth; a step can be no faster than either."""
+  """-> (seconds, "compute" | "memory"): the slower of the FLOPs at the peak and the bytes at
+  the bandwidth."""
   compute, memory = cost.flops / peak_flops, cost.bytes / bandwidth
   return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
 def trips_by_budget(budgets, dedup: float, rules: int, full_budget=None,
                     full_trips: float = 1.0) -> dict:
-  """Server chunks each budget step runs per server batch: dedup x rules on average; at
-  K = N (full_budget) only full_trips (every set was seen before; docs/imagenet.md), the
-  other budgets sharing the rest, at most `rules` chunks each."""
+  """Server chunks per budget step and server batch: dedup x rules on average, full_trips at
+  K = N (full_budget; docs/imagenet.md), the rest shared, at most `rules` each."""
   if full_budget not in budgets or len(budgets) == 1:
     return {k: dedup * rules for k in budgets}
   total = dedup * rules * len(budgets)
@@ -67,11 +65,8 @@ def trips_by_budget(budgets, dedup: float, rules: int, full_budget=None,
 
 def sweep_seconds(costs: dict, peak_flops, bandwidth, images, share, dedup, rules, batch,
                   server_batch, full_budget=None, full_trips=1.0) -> dict:
-  """One chip's seconds for the sweep, step by step at the roofline. costs: "edge",
-  "ceiling", and per budget k ("select", k) and ("chunk", k). -> dict(seconds, compute_s,
-  memory_s (in steps bound by each), edge_s, server_s, per_image_s, bound, flops_only_s
-  (the FLOPs alone at the peak, the floor), budget_s (per budget step))."""
-  # Every batch is padded to its static shape.
+  """One chip's seconds for the sweep, step by step at the roofline (batches padded).
+  costs: "edge", "ceiling", ("select", k), ("chunk", k). flops_only_s: the FLOPs alone."""
   edge_calls, server_batches = math.ceil(images / batch), math.ceil(images * share / server_batch)
   budgets = sorted(key[1] for key in costs if isinstance(key, tuple) and key[0] == "chunk")
   trips = trips_by_budget(budgets, dedup, rules, full_budget, full_trips)
@@ -96,8 +91,8 @@ def sweep_seconds(costs: dict, peak_flops, bandwidth, images, share, dedup, rule
 
 def system(chip_seconds: float, images: int, chips: int, hosts: int,
            decode_per_core: float) -> dict:
-  """One chip's sweep seconds -> the system's (chips in data parallel) and the cores per
-  host that must decode its images to keep its chips busy."""
+  """One chip's sweep seconds -> the system's (data parallel) and the decoding cores per host
+  that keep its chips busy."""
   seconds = chip_seconds / chips
   per_host = images / seconds / hosts
   return dict(seconds=seconds, images_per_s=images / seconds, per_host_images_per_s=per_host,
@@ -106,8 +101,8 @@ def system(chip_seconds: float, images: int, chips: int, hosts: int,
 
 def project(costs, peaks, systems, images, share, dedup, rules, batch, server_batch,
             decode_per_core, flag="", full_budget=None, full_trips=1.0) -> list:
-  """Per accelerator: the chip's roofline seconds per batch, per image and for the sweep,
-  its system's wall time and cores per host, and the same at the FLOPs alone -> rows."""
+  """Per accelerator: the chip's and its system's roofline seconds and cores per host, and
+  the same at the FLOPs alone -> rows."""
   rows = []
   for name, peak in peaks.items():
     s = sweep_seconds(costs, peak.flops, peak.bandwidth, images, share, dedup, rules, batch,
@@ -147,13 +142,12 @@ def matmul_peak(n: int, repeats: int) -> dict:
   timed = lambda fn: timing.best_of(fn, repeats, 1, min_seconds=1.0)[0]
   gflop = 2 * n ** 3 / 1e9
   jax_gflops, torch_gflops = gflop / measure.matmul_seconds(n, "float32", timed), None
-  try:
+  try:  # without torch the peak is jax's alone
     import torch
     from sage_jax import torch_reference
-  except ImportError:  # the peak is then jax's alone
-    pass
-  else:
     torch_gflops = gflop / timed(torch_reference.matmul(n, "float32", torch.device("cpu")))
+  except ImportError:
+    pass
   return dict(jax_gflops=jax_gflops, torch_gflops=torch_gflops,
               flops=1e9 * max(v for v in (jax_gflops, torch_gflops) if v))
 
@@ -167,8 +161,8 @@ def bandwidth(mb: int, repeats: int) -> float:
 
 
 def decode_rate(n_images: int, repeats: int = 3) -> dict:
-  """Images/s one core decodes and preprocesses: the rehearsal's synthetic JPEGs through the
-  sweep's decode_jpeg + deit_eval in a tf.data map on a private pool of one thread."""
+  """Images/s one core decodes and preprocesses (the rehearsal's JPEGs, the sweep's
+  decode_jpeg + deit_eval, tf.data on one thread)."""
   import tensorflow as tf
   from sage_jax import preprocess, rehearsal
   jpegs = [rehearsal.synthetic_jpeg(i) for i in range(n_images)]
@@ -177,7 +171,6 @@ def decode_rate(n_images: int, repeats: int = 3) -> dict:
   options.threading.max_intra_op_parallelism = 1
   ds = tf.data.Dataset.from_tensor_slices(jpegs).map(
       lambda b: preprocess.deit_eval(preprocess.decode_jpeg(b))).with_options(options)
-
   seconds = timing.best_of(lambda: list(ds), repeats, 1)[0]
   return dict(images_per_s=n_images / seconds, images=n_images, threads=1,
               mean_jpeg_kb=float(np.mean([len(b) for b in jpegs])) / 1e3)
@@ -212,12 +205,13 @@ def check_shape(shape, rules, budgets, batch, peak_flops, bw, repeats) -> list:
 # --- the command ----------------------------------------------------------------------
 
 class Checked(NamedTuple):
-  """The options resolved and checked (`check`) before anything compiles."""
-  config: Any           # the checked config: its plain fields (share, dedup, repeats, ...)
-  plans: tuple          # (dtype, plan) of the projection, per dtype; the last one projects
+  """The options checked before anything compiles: plans, (dtype, plan) per dtype, the last
+  projecting; checks, (shape, rules, budgets, batch) of the CPU check."""
+  config: Any
+  plans: tuple
   accelerators: dict    # name -> Peak
   images: int
-  checks: tuple         # (shape, rules, budgets, batch) of the CPU check
+  checks: tuple
 
 
 def check(config) -> Checked:
@@ -259,7 +253,7 @@ def check(config) -> Checked:
 
 
 def measure_and_project(c: Checked, log=print) -> dict:
-  """Costs, this machine's measures, the CPU check and the projection -> one dict."""
+  """Costs, this machine, the CPU check and the projection -> one dict."""
   f = c.config
   out = dict(shape=f.shape, images=c.images, offload_share=f.share, dedup=f.dedup)
   costs = {}
@@ -277,8 +271,7 @@ def measure_and_project(c: Checked, log=print) -> dict:
   machine = matmul_peak(f.matmul_size or 2048, f.repeats)
   machine["bandwidth"] = bandwidth(f.bandwidth_mb, f.repeats)
   if f.decode_images:
-    log(f"timing JPEG decode + preprocess of {f.decode_images} synthetic images on one "
-        "core ...")
+    log(f"timing the decoding of {f.decode_images} synthetic images on one core ...")
     machine["decode"] = decode_rate(f.decode_images)
     machine["decode_per_core"] = machine["decode"]["images_per_s"]
   else:
@@ -302,10 +295,8 @@ def measure_and_project(c: Checked, log=print) -> dict:
 
 
 def cost_rows(costs: dict, plan, dedup: float, full_trips: float = 1.0) -> list:
-  """Per step, each dtype's GFLOP and MB (per call at the plan's batches); budget steps at
-  their expected trips (`trips_by_budget`)."""
+  """Per step, each dtype's GFLOP and MB per call; budget steps at `trips_by_budget`."""
   trips = trips_by_budget(plan.budgets, dedup, len(plan.rules), plan.num_patches, full_trips)
-  rows = []
 
   def row(step, get):
     r = dict(step=step)
@@ -315,8 +306,8 @@ def cost_rows(costs: dict, plan, dedup: float, full_trips: float = 1.0) -> list:
       r[f"{dtype}_flop_per_byte"] = cost.flops / max(cost.bytes, 1.0)
     return r
 
-  rows.append(row(f"edge ({plan.batch_size} images)", lambda c: c["edge"]))
-  rows.append(row(f"ceiling ({plan.server_batch_size} rows)", lambda c: c["ceiling"]))
+  rows = [row(f"edge ({plan.batch_size} images)", lambda c: c["edge"]),
+          row(f"ceiling ({plan.server_batch_size} rows)", lambda c: c["ceiling"])]
   for k in sorted(plan.budgets):
     rows.append(row(f"select+dedup K={k}", lambda c, k=k: c[("select", k)]))
     rows.append(row(f"server chunk K={k} ({plan.server_batch_size} rows)",
@@ -329,8 +320,7 @@ def cost_rows(costs: dict, plan, dedup: float, full_trips: float = 1.0) -> list:
 # --- the measure --------------------------------------------------------------------
 
 def rows(config, workdir, log):
-  """The roofline's rows: the setup and this machine, each step's cost, the CPU check, the
-  projection per accelerator."""
+  """The setup and this machine, each step's cost, the CPU check, the projection."""
   del workdir
   result = measure_and_project(check(config), log)
   m, p = result["machine"], result["plan"]

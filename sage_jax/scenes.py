@@ -1,11 +1,7 @@
-"""Fashion-MNIST scenes: one item somewhere in a cluttered 56x56 canvas (a TFDS builder).
-
-4px patches give N = 196, as DeiT at 224/16. A scene: a smooth random background with pixel
-noise (no patch blank), 4-7 clutter fragments of other items outside the item's box, and the
-item scaled to a 20-36 px frame at a random place, combined by maximum. One
-`numpy.random.RandomState` per split from `SEED`; the built data's digest is checked
-(docs/choices.md, "Data").
+"""Fashion-MNIST scenes (a TFDS builder): one item in a cluttered 56x56 canvas, N = 196 4px
+patches as DeiT at 224/16; how a scene is drawn: docs/choices.md, "Data".
 """
+import functools
 import hashlib
 import os
 
@@ -72,11 +68,8 @@ def _clutter(rs, pool: np.ndarray, box) -> np.ndarray:
 
 
 def render(rs: np.random.RandomState, item: np.ndarray, pool: np.ndarray):
-  """One scene: (u8[CANVAS, CANVAS] canvas, u8[CANVAS, CANVAS] item layer, box).
-
-  box: (y0, x0, y1, x1) in pixels, ends exclusive: the tight box of the item layer's
-  nonzero pixels.
-  """
+  """One scene -> (u8[CANVAS, CANVAS] canvas, its item layer, the layer's tight box (y0, x0,
+  y1, x1) in pixels, ends exclusive)."""
   side = rs.randint(FRAME[0], FRAME[1] + 1)
   top, left = rs.randint(0, CANVAS - side + 1, 2)
   item_layer = np.zeros((CANVAS, CANVAS), np.uint8)
@@ -88,8 +81,8 @@ def render(rs: np.random.RandomState, item: np.ndarray, pool: np.ndarray):
 
 
 def make_split(images: np.ndarray, labels: np.ndarray, split: str, seed: int = SEED):
-  """Fashion-MNIST u8[n, 28, 28(, 1)] -> (u8[n, 56, 56, 1] scenes, i64[n] labels,
-  f32[n, 4] boxes as TFDS's relative (ymin, xmin, ymax, xmax)), one scene per item in order."""
+  """Fashion-MNIST u8[n, 28, 28(, 1)] -> one scene per item: (u8[n, 56, 56, 1], i64[n]
+  labels, f32[n, 4] relative (ymin, xmin, ymax, xmax) boxes)."""
   images = images.reshape(len(images), 28, 28)
   rs = np.random.RandomState([seed, SPLITS[split]])
   scenes = np.zeros((len(images), CANVAS, CANVAS, 1), np.uint8)
@@ -108,7 +101,9 @@ def digest(scenes, labels, boxes) -> str:
   return h.hexdigest()
 
 
-def _builder_class():
+@functools.cache
+def register():
+  """Defines (and so registers with TFDS) the fmnist_scenes builder, once -> its class."""
   import tensorflow_datasets as tfds
 
   class FmnistScenes(tfds.core.GeneratorBasedBuilder):
@@ -150,20 +145,9 @@ def _builder_class():
   return FmnistScenes
 
 
-FmnistScenes = None
-
-
-def register():
-  """Defines (and so registers with TFDS) the fmnist_scenes builder, once."""
-  global FmnistScenes
-  if FmnistScenes is None:
-    FmnistScenes = _builder_class()
-  return FmnistScenes
-
-
 def prepare(builder, manual_dir: str):
-  """Builds the unprepared fmnist_scenes `builder` from Fashion-MNIST (prepared first from
-  `manual_dir` when needed, see fmnist.py) -> a builder reading the prepared dataset."""
+  """Builds fmnist_scenes from Fashion-MNIST (from `manual_dir`, see fmnist.py) -> a builder
+  reading it."""
   import tensorflow_datasets as tfds
   builder.source_manual_dir = manual_dir
   builder.download_and_prepare()

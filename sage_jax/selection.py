@@ -43,12 +43,8 @@ def random(importance, embeddings, key, budget):
 
 
 def grid_indices(n: int, budget: int, grid_hw=None) -> np.ndarray:
-  """Content-blind, evenly spread indices over a gh x gw patch grid (numpy, static).
-
-  r rows (as close to square spacing as the budget allows) at strip centres;
-  the K points are split over them with counts differing by at most one, and
-  each row's points sit at column-strip centres. K = m*m on a square grid gives
-  the m x m lattice; K = N gives every patch.
+  """Content-blind, evenly spread indices over a gh x gw patch grid (numpy, static): rows
+  as square as K allows, counts differing by at most one, at strip centres (docs/choices.md).
   """
   _check_budget(budget, n)
   gh, gw = grid_hw or (math.isqrt(n),) * 2
@@ -78,10 +74,7 @@ def topk(importance, embeddings, key, budget):
 
 
 def threshold(importance, embeddings, key, budget, delta=None):
-  """Im et al. 2024: every patch with importance >= delta, capped at K (at least one).
-
-  delta=None: 1/N, the importance of every patch when attention is uniform.
-  """
+  """Im et al. 2024: every patch with importance >= delta (None: 1/N), capped at K (>= 1)."""
   del embeddings, key
   n = importance.shape[0]
   _check_budget(budget, n)
@@ -116,26 +109,14 @@ SAME_DIRECTION_TOL = 8 * float(np.finfo(np.float32).eps)
 
 
 def _same_is_one(cos):
-  """Cosines of unit rows (a matrix product's result) with those within SAME_DIRECTION_TOL
-  of 1 set to exactly 1.
-
-  Why: embeddings that point the same way (identical rows; a row and its group's
-  normalised sum of identical members) have cosine exactly 1 in exact arithmetic, but the
-  computed product differs from 1 in the last bits, differently per row (a matrix
-  product's tail rows) and under jit and eager. With the exact 1, tied patches get
-  exactly equal scores, so argmax and top_k give the tie to the lowest index. Distinct
-  embeddings' cosines are never that close to 1 (real tokens are far apart), so no pick
-  that is not a tie in exact arithmetic changes.
-  """
+  """Cosines within SAME_DIRECTION_TOL of 1 set to exactly 1, so that patches pointing the
+  same way tie exactly, jit and eager alike, and go to the lowest index (docs/choices.md)."""
   return jnp.where(cos >= 1.0 - SAME_DIRECTION_TOL, 1.0, cos)
 
 
 def _greedy_maxmin(x, min_dist, count):
-  """`count` more greedy max-min cosine picks on unit rows x: f32[P, D]; i32[count] positions.
-
-  min_dist: f32[P], each position's cosine distance to the set chosen so far, -inf where a
-  position may not be picked. Ties go to the lowest position.
-  """
+  """`count` more greedy max-min cosine picks on unit rows x: f32[P, D] -> i32[count];
+  min_dist: f32[P], distance to the set so far (-inf: not pickable). Ties to the lowest."""
   def pick(i, carry):
     chosen, min_dist = carry
     j = jnp.argmax(min_dist)
@@ -157,10 +138,8 @@ def _extend_maxmin(embeddings, kept, count):
 
 
 def farthest_point(embeddings, seed_pos, budget):
-  """Greedy max-min cosine distance on f32[P, D]; positions in pick order, seed first.
-
-  Ties go to the lowest position, so callers pass candidates in ascending patch order.
-  """
+  """Greedy max-min cosine distance on f32[P, D] -> positions in pick order, seed first
+  (ties to the lowest position: callers pass candidates in ascending patch order)."""
   x = _l2_normalize(embeddings)
   # The seed carries -inf so it is never picked again.
   min_dist = (1.0 - _same_is_one(x @ x[seed_pos])).at[seed_pos].set(-jnp.inf)
@@ -190,12 +169,8 @@ def sage(importance, embeddings, key, budget, pool_ratio=2.0):
 
 
 def sage_nested(importance, embeddings, key, budget, pool_frac=0.5):
-  """SAGE whose set grows with K (progressive offloading pays only for new units).
-
-  The pool is fixed: the top P = ceil(pool_frac*N) patches by importance (clamped to [1, N]).
-  The set at K is the first K picks of one greedy max-min order: over the pool, seeded at its
-  most attended patch, then, for K > P, continued over the other patches from the whole pool.
-  So sets are nested across K, and at K = P/2 the set is `sage`'s at pool_ratio 2.
+  """SAGE with sets nested across K (progressive offloading pays only for new units): the
+  first K picks of one max-min order over a fixed pool of ceil(pool_frac*N) (docs/choices.md).
   """
   del key
   n = importance.shape[0]
@@ -216,15 +191,8 @@ def _round_half_up(x: float) -> int:
 
 
 def swap(importance, embeddings, key, budget, swap_frac=0.25):
-  """The paper's swap experiment: topk with its s least attended slots given to diverse patches.
-
-  importance: f32[N], embeddings: f32[N, D]. s = round(swap_frac*K) (halves up), clamped to
-  [0, K-1] so the most attended patch always stays. Slots 0..K-s-1 are topk's first K-s
-  patches; the s others are picked from OUTSIDE that kept set by greedy max-min cosine
-  distance, continuing the farthest-point process from the whole kept set (a candidate's
-  score is its minimum distance to every kept or already swapped-in patch; ties to the
-  lowest patch index). swap_frac=0 is exactly topk.
-  """
+  """The paper's swap experiment: topk with its s = round(swap_frac*K) least attended slots
+  (at most K-1) given to max-min picks from outside the kept set (docs/choices.md)."""
   del key
   _check_budget(budget, importance.shape[0])
   if not 0 <= swap_frac <= 1:
@@ -237,21 +205,8 @@ def swap(importance, embeddings, key, budget, swap_frac=0.25):
 
 
 def bat(importance, embeddings, key, budget, attentive_frac=0.5, iters=10):
-  """BAT-style: the most attended patches plus one representative per cluster of the rest.
-
-  importance: f32[N], embeddings: f32[N, D]. k_att = round(attentive_frac*K) (halves up),
-  clamped to [1, K]: slots 0..k_att-1 are topk's first k_att patches. The other N - k_att
-  ("inattentive") patches are split into m = K - k_att clusters by spherical k-means on their
-  L2-normalised embeddings: the centres start at m farthest-point (max-min cosine) picks among
-  the inattentive patches, seeded at the most attended of them; then `iters` rounds of
-  (assign each patch to its most cosine-similar centre, ties to the lowest cluster, a zero
-  embedding therefore to cluster 0; centre = normalised sum of its members, an empty cluster
-  keeps its centre), and a final assignment. Each cluster sends its most attended member.
-  A cluster that ends empty (e.g. identical embeddings put every patch in cluster 0) sends
-  instead the most attended inattentive patch not sent yet, so the K indices stay distinct.
-  The m representatives follow the attentive slots, most attended first. Ties to the lowest
-  patch index; attentive_frac=1 (or k_att = K) is topk.
-  """
+  """BAT-style: the round(attentive_frac*K) most attended patches plus the most attended
+  member of each spherical k-means cluster of the rest (docs/choices.md)."""
   del key
   n = importance.shape[0]
   _check_budget(budget, n)
@@ -301,19 +256,8 @@ def tome_schedule(n: int, budget: int) -> list:
 
 
 def tome(importance, embeddings, key, budget):
-  """ToMe-style bipartite soft matching of the patches into K groups; each sends its most attended.
-
-  importance: f32[N], embeddings: f32[N, D]. A group is named by its root patch; groups
-  are ordered by root index. Each round (r from `tome_schedule`, N -> K in about
-  log2(N/K) rounds) splits the current groups alternately into A (even rank) and B (odd
-  rank) -- the first round is even/odd patch index, as in ToMe -- matches every A group to
-  its most cosine-similar B group, and merges the r A groups with the most similar partners
-  into those partners (the B root stays root; several A may join one B). A group's embedding
-  is the mean of its members' L2-normalised embeddings, i.e. size-weighted across merges.
-  Ties go to the lowest root index. Like ToMe, the bipartite split can force a merge across
-  clusters, so well separated clusters are recovered only when the split allows it. The K
-  representatives are sent most attended first; K = N sends every patch (topk order).
-  """
+  """ToMe-style bipartite soft matching of the patches into K groups, each sending its most
+  attended patch, most attended first (docs/choices.md)."""
   del key
   n = importance.shape[0]
   _check_budget(budget, n)
@@ -379,4 +323,5 @@ def select_batch(name, importance, embeddings, image_index, budget, seed=0, **kw
 
 
 # Registers mmr, sage_adaptive and dpp (after the rules above, in that order).
-from sage_jax import relevance_diversity  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+# pylint: disable-next=wrong-import-position,unused-import
+from sage_jax import relevance_diversity  # noqa: E402,F401

@@ -25,11 +25,8 @@ def _check(n_boot, alpha):
 
 
 def bootstrap_ci(correct, n_boot=2000, seed=0, alpha=0.05):
-  """Percentile bootstrap (1-alpha) interval of mean(correct) -> (lo, hi); m = 0 -> (nan, nan).
-
-  correct: bool[m] (or numbers). Resamples the m images with replacement, n_boot times,
-  with np.random.Generator(seed): the same inputs and seed give the same interval.
-  """
+  """Seeded percentile bootstrap (1-alpha) interval of mean(correct: bool[m]) over n_boot
+  resamples of the images -> (lo, hi); m = 0 -> (nan, nan)."""
   _check(n_boot, alpha)
   x = np.asarray(correct, np.float64).reshape(-1, 1)
   if x.shape[0] == 0:
@@ -40,11 +37,8 @@ def bootstrap_ci(correct, n_boot=2000, seed=0, alpha=0.05):
 
 
 def paired_bootstrap(a, b, n_boot=2000, seed=0, alpha=0.05) -> dict:
-  """mean(a) - mean(b) over the same m images, with a paired bootstrap (1-alpha) interval.
-
-  a, b: bool[m], image i's correctness under two rules. Each resample draws images (both
-  flags of an image together). m = 0 -> all nan.
-  """
+  """mean(a) - mean(b) of two rules' bool[m] on the same images, with a paired bootstrap
+  (1-alpha) interval (an image's two flags drawn together); m = 0 -> all nan."""
   _check(n_boot, alpha)
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.shape != b.shape or a.ndim != 1:
@@ -52,19 +46,13 @@ def paired_bootstrap(a, b, n_boot=2000, seed=0, alpha=0.05) -> dict:
   if a.shape[0] == 0:
     return dict(diff=float("nan"), lo=float("nan"), hi=float("nan"))
   d = a - b
-  boot = _boot_means(d.reshape(-1, 1), n_boot, np.random.default_rng(seed))[:, 0]
-  lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-  return dict(diff=float(d.mean()), lo=float(lo), hi=float(hi))
+  lo, hi = bootstrap_ci(d, n_boot, seed, alpha)
+  return dict(diff=float(d.mean()), lo=lo, hi=hi)
 
 
 def mcnemar(a, b) -> dict:
-  """Exact two-sided McNemar test of two rules on the same images.
-
-  a, b: bool[m]. n01 = images a gets wrong and b right, n10 = a right and b wrong. Under
-  "no difference" each of the n = n01 + n10 discordant images goes either way with
-  probability 1/2: an exact binomial test of n10 out of n (scipy.stats.binomtest); n = 0
-  -> p = 1.
-  """
+  """Exact two-sided McNemar test of two rules' bool[m] on the same images: a binomial test
+  (p = 1/2) of n10 (a right, b wrong) out of the n01 + n10 discordant images; none: p = 1."""
   a, b = np.asarray(a, bool), np.asarray(b, bool)
   if a.shape != b.shape or a.ndim != 1:
     raise ValueError(f"a and b must be 1-d of the same length; got shapes {a.shape} and {b.shape}")

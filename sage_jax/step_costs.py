@@ -1,7 +1,5 @@
-"""What XLA says each compiled step of the sweep costs: FLOPs and bytes accessed
-(`compiled.cost_analysis()`). XLA counts a while loop's body once, so the budget step's
-server loop is taken apart as select = step - one chunk and put back as select + trips x
-chunk (`budget_cost`), the chunk compiled on its own (docs/imagenet.md).
+"""FLOPs and bytes XLA counts for each compiled step of the sweep. XLA counts a loop body
+once, so a budget step is select = step - chunk, then select + trips x chunk (docs/imagenet.md).
 """
 from typing import NamedTuple
 
@@ -18,7 +16,7 @@ class Cost(NamedTuple):
 
 
 def budget_cost(select: Cost, chunk: Cost, trips: float) -> Cost:
-  """The budget step with its server loop run `trips` times (XLA counts the body once)."""
+  """The budget step with its server loop run `trips` times."""
   return Cost(select.flops + chunk.flops * trips, select.bytes + chunk.bytes * trips)
 
 
@@ -35,10 +33,8 @@ def cost_of(compiled) -> Cost:
 
 
 def projection_plan(shape, rules=(), budgets=(), dtype="float32", batch=0, server_batch=0):
-  """The shape's sweep config (every rule and budget of it unless given) -> its plan, with
-  the per-chip batch sizes (0: the config's)."""
-  budgets = budgets or measure.items(measure.shape(shape)[0]().budgets)
-  return measure.shape_plan(shape, rules, budgets, dtype, batch, server_batch)
+  """The shape's sweep config (its rules and budgets unless given) -> its plan."""
+  return measure.configured(measure.shape(shape)[0](), rules, budgets, dtype, batch, server_batch)
 
 
 def _rows(x, n):
@@ -49,9 +45,8 @@ def _rows(x, n):
 
 
 def compile_steps(pipe, server, images):
-  """Every step compiled at the inputs `images` makes: concrete arrays (the steps run) or a
-  ShapeDtypeStruct (shapes only, nothing runs) -> list of (name, compiled, args, cost);
-  budgets ascending, each after its server chunk."""
+  """Every step compiled at `images` (arrays: the steps run; a ShapeDtypeStruct: nothing
+  runs) -> [(name, compiled, args, cost)], budgets ascending, each after its chunk."""
   abstract = isinstance(images, jax.ShapeDtypeStruct)
   s, p = pipe.plan.server_batch_size, pipe.server_params
   given = lambda shape, dtype, value: jax.ShapeDtypeStruct(shape, dtype) if abstract else value
@@ -59,8 +54,7 @@ def compile_steps(pipe, server, images):
   out = []
 
   def step(name, fn, *args, static=()):
-    """fn compiled (with `static` trailing arguments, called without them) -> a call of it
-    giving its outputs (their shapes when abstract)."""
+    """fn compiled (static: trailing arguments) -> a call giving its outputs (or shapes)."""
     compiled = measure.aot(fn, *args, *static)[0]
     out.append((name, compiled, args, cost_of(compiled)))
     return lambda: jax.eval_shape(fn, *args, *static) if abstract else compiled(*args)
@@ -92,9 +86,9 @@ def costs_by_step(compiled) -> dict:
   return costs
 
 
-def step_costs(plan, models=None) -> dict:
+def step_costs(plan) -> dict:
   """The plan's steps, shapes only (nothing runs) -> costs_by_step."""
-  models = models or measure.random_models(plan)
+  models = measure.random_models(plan)
   pipe = pipeline.build(plan, models)
   ds = plan.dataset
   images = jax.ShapeDtypeStruct((pipe.plan.batch_size, ds.image_size, ds.image_size,

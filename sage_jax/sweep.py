@@ -128,7 +128,8 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
     with timer("write"):
       examples = {k: records.pop(k)[:plan.report.map_examples] for k in pipeline.MAP_KEYS}
       rows = metrics.summarize(records, plan.labels, list(plan.budgets), plan.num_patches,
-                               plan.bits_per_unit, plan.report.n_boot)
+                               plan.bits_per_unit, plan.report.n_boot,
+                               conditions=plan.conditions)
       if rows[0]["n_offloaded"] == 0:
         logging.warning(report.nothing_offloaded(rows[0], plan.gate, records["score"]))
       report.write_all(rows, workdir, records, plan, examples)
@@ -137,7 +138,7 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
               (json.dumps(breakdown, indent=1) + "\n").encode())
   logging.info("sweep finished in %.1f s: %s; server %.1f GFLOP/s while computing",
                breakdown["wall_s"], timer.summary(), breakdown.get("server_flops_per_s", 0.0) / 1e9)
-  print(report.format_table(rows))
+  print(report.format_table(report.main_rows(rows, plan)))
   print(f"wrote results.csv, results.json, per_image.npz, report.md and plots to {workdir} "
         f"({breakdown['wall_s']:.1f} s)")
   return Result(rows, breakdown, plan, models)

@@ -53,13 +53,9 @@ NULL = Timer()  # for callers that do not time
 
 def best_of(fn, repeats: int = 1, warmup: int = 0, min_seconds: float = 0.0,
             max_calls: int = 200, sync=lambda: None) -> tuple:
-  """-> (seconds, output) of the fastest timed call of fn() after `warmup` untimed calls.
-
-  At least `repeats` calls are timed, and cheap calls are repeated until `min_seconds` have
-  passed (at most `max_calls`): on shared cores a single short call is often preempted.
-  jax outputs are waited for (block_until_ready); `sync` drains any other queue (torch's
-  CUDA stream) before the clock starts and before it stops.
-  """
+  """-> (seconds, output) of the fastest of >= `repeats` calls of fn() after `warmup`, cheap
+  ones repeated for `min_seconds` (at most `max_calls`): shared cores preempt short calls.
+  `sync` drains a queue jax does not wait for (torch's CUDA stream) around the clock."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
     sync()

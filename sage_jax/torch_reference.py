@@ -1,8 +1,5 @@
-"""The benchmark's PyTorch eager reference: the same pipeline written the usual PyTorch way
-(timm-style ViT with sage_jax's weights, batched top-k and farthest-point sampling, a
-per-image loop for the threshold rules), on one torch device with bf16 autocast when
-sage_jax computes in bf16. Only the benchmark imports it (docs/benchmark.md). CUDA runs
-asynchronously: whoever reads a clock calls `sync()` first.
+"""The benchmark's PyTorch eager reference: the pipeline written the usual PyTorch way, on one
+torch device (docs/benchmark.md). CUDA is asynchronous: call `sync()` before a clock.
 """
 import contextlib
 import math
@@ -24,8 +21,7 @@ def sync():
 
 
 def resolve_device(choice: str, jax_backend: str) -> torch.device:
-  """'auto' | 'cpu' | 'cuda' -> the reference's device; auto: CUDA when jax runs on a GPU
-  and torch sees one, else the CPU."""
+  """'auto' (CUDA when jax runs on a GPU and torch sees one) | 'cpu' | 'cuda' -> a device."""
   if choice not in ("auto", "cpu", "cuda"):
     raise ValueError(f"torch device {choice!r} is not allowed; allowed: auto, cpu, cuda")
   if choice == "auto":
@@ -40,7 +36,7 @@ def resolve_device(choice: str, jax_backend: str) -> torch.device:
 
 
 def autocast(device: torch.device, compute_dtype: str):
-  """The forwards' context: bf16 autocast on `device` when compute_dtype is bfloat16."""
+  """bf16 autocast on `device` when compute_dtype is bfloat16."""
   if compute_dtype == "float32":
     return contextlib.nullcontext()
   if compute_dtype != "bfloat16":
@@ -50,7 +46,7 @@ def autocast(device: torch.device, compute_dtype: str):
 
 
 def matmul(n: int, dtype: str, device: torch.device):
-  """-> a zero-argument call of one n x n matmul in dtype on device (the peak row)."""
+  """-> a call of one n x n matmul in dtype on device."""
   gen = torch.Generator(device).manual_seed(0)
   a, b = torch.randn(2, n, n, generator=gen, device=device, dtype=getattr(torch, dtype))
   return lambda: torch.mm(a, b)
@@ -60,15 +56,9 @@ class TorchViT:
   """Eager PyTorch twin of a sage_jax ViT with the same weights (timm style)."""
 
   def __init__(self, model: vit.ViT, params, channels: int, device="cpu"):
-    def t(a):
-      return torch.from_numpy(np.array(a, np.float32)).to(device)
-
-    def dense(p):  # flax kernel [in, out] -> torch weight [out, in]
-      return t(p["kernel"]).T.contiguous(), t(p["bias"])
-
-    def norm(p):
-      return t(p["scale"]), t(p["bias"])
-
+    t = lambda a: torch.from_numpy(np.array(a, np.float32)).to(device)
+    dense = lambda p: (t(p["kernel"]).T.contiguous(), t(p["bias"]))  # [in, out] -> [out, in]
+    norm = lambda p: (t(p["scale"]), t(p["bias"]))
     p = model.patch_size
     kernel = t(params["patch_embed"]["kernel"]).reshape(p, p, channels, model.width)
     self.patch = (kernel.permute(3, 2, 0, 1).contiguous(), t(params["patch_embed"]["bias"]))
@@ -133,31 +123,27 @@ def _farthest_point(x, seed, budget):
 
 
 def torch_select(name, importance, tokens, budget, kw):
-  """-> i64[B, K] for the fixed-size rules, a list of i64[k_b] for the threshold rules.
-  In float32 whatever the forwards' dtype, as sage_jax's selections."""
+  """-> i64[B, K], or a list of i64[k_b] for the threshold rules; float32 as sage_jax's."""
   with torch.autocast(importance.device.type, enabled=False):
-    return _select(name, importance.float(), tokens.float(), budget, kw)
-
-
-def _select(name, importance, tokens, budget, kw):
-  if name == "topk":
-    return importance.topk(budget, dim=1).indices
-  if name == "diversity":
-    return _farthest_point(F.normalize(tokens, dim=-1), importance.argmax(1), budget)
-  if name == "sage":
-    n = importance.shape[1]
-    pool_size = min(n, max(budget, math.ceil(kw["pool_ratio"] * budget)))
-    pool = importance.topk(pool_size, dim=1).indices.sort(1).values
-    x = F.normalize(tokens.gather(1, pool[..., None].expand(-1, -1, tokens.shape[-1])), dim=-1)
-    return pool.gather(1, _farthest_point(x, importance.gather(1, pool).argmax(1), budget))
-  if name in THRESHOLD_RULES:
-    kept = []
-    delta = 1.0 / importance.shape[1] if kw["delta"] is None else kw["delta"]
-    for imp in importance:  # variable length: one image at a time
-      order = imp.argsort(descending=True, stable=True)
-      inside = imp >= delta if name == "threshold" else imp[order].cumsum(0) <= delta
-      kept.append(order[:min(budget, max(1, int(inside.sum())))])
-    return kept
+    importance, tokens = importance.float(), tokens.float()
+    if name == "topk":
+      return importance.topk(budget, dim=1).indices
+    if name == "diversity":
+      return _farthest_point(F.normalize(tokens, dim=-1), importance.argmax(1), budget)
+    if name == "sage":
+      n = importance.shape[1]
+      pool_size = min(n, max(budget, math.ceil(kw["pool_ratio"] * budget)))
+      pool = importance.topk(pool_size, dim=1).indices.sort(1).values
+      x = F.normalize(tokens.gather(1, pool[..., None].expand(-1, -1, tokens.shape[-1])), dim=-1)
+      return pool.gather(1, _farthest_point(x, importance.gather(1, pool).argmax(1), budget))
+    if name in THRESHOLD_RULES:
+      kept = []
+      delta = 1.0 / importance.shape[1] if kw["delta"] is None else kw["delta"]
+      for imp in importance:  # variable length: one image at a time
+        order = imp.argsort(descending=True, stable=True)
+        inside = imp >= delta if name == "threshold" else imp[order].cumsum(0) <= delta
+        kept.append(order[:min(budget, max(1, int(inside.sum())))])
+      return kept
   raise ValueError(f"rule {name!r} has no torch reference; allowed: {', '.join(TORCH_RULES)}")
 
 
@@ -169,8 +155,8 @@ def torch_server(model: TorchViT, images, sel):
 
 
 def torch_sweep(edge, server, images, specs, budgets, n_off):
-  """The reference structure: one pass over the batch per (rule, budget), and one for the
-  ceiling -> (server predictions per (rule, budget), seconds per rule, on the ceiling)."""
+  """One pass over the batch per (rule, budget) and one for the ceiling -> (predictions per
+  (rule, budget), seconds per rule, seconds on the ceiling)."""
   def offloaded():
     out = torch_edge(edge, images)
     return out, out["uncertainty"].argsort(descending=True, stable=True)[:n_off]

@@ -59,7 +59,7 @@ def accuracy(model, params, images, labels, cfg, batch_size=1000):
   return correct / len(images)
 
 
-def _check(t) -> None:
+def _check(t, workdir: str) -> None:
   if t.max_steps == 0 or t.max_steps < -1:
     raise ValueError(f"train.max_steps {t.max_steps} is not allowed; give a positive number of "
                      "steps or -1 (no limit)")
@@ -71,29 +71,22 @@ def _check(t) -> None:
   if os.path.basename(t.output) != t.output or not t.output.endswith(".msgpack"):
     raise ValueError(f"train.output {t.output!r} is not allowed; give a file name ending in "
                      ".msgpack (it is written into --workdir)")
-
-
-def _arrays(ds_cfg, eval_images: int) -> tuple:
-  """-> ((train images, labels), (test images, labels)); eval_images > 0: the first N test
-  images (a quick check)."""
-  x_train, y_train = data.load_arrays(ds_cfg, "train")
-  x_test, y_test = data.load_arrays(ds_cfg, "test")
-  if eval_images > 0:
-    x_test, y_test = x_test[:eval_images], y_test[:eval_images]
-  return (x_train, y_train), (x_test, y_test)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise PermissionError(f"workdir {workdir} is not writable ({e.strerror})") from None
 
 
 def _optimizer(t, total: int):
-  """AdamW on a warmup-cosine schedule, gradients clipped. The schedule is the full run's,
-  so a run cut short by max_steps is its prefix."""
+  """AdamW on the full run's warmup-cosine schedule (max_steps cuts a prefix), clipped."""
   sched = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup_steps, total, t.lr * 1e-2)
   return optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(sched, weight_decay=t.weight_decay))
 
 
 def _epoch(steps, keeps, params, opt_state, x_train, y_train, ds_cfg, batch_size, rng, keys):
-  """One epoch's steps (one per key) over a fresh permutation; each step's keep bucket is
-  drawn from rng -> (params, opt_state, losses)."""
+  """One step per key over a fresh permutation, keep buckets drawn from rng -> (params,
+  opt_state, losses)."""
   perm = rng.permutation(len(x_train))
   losses = []
   for s, step_key in enumerate(keys):
@@ -106,9 +99,8 @@ def _epoch(steps, keeps, params, opt_state, x_train, y_train, ds_cfg, batch_size
 
 
 def _init_from(params, path: str):
-  """A trained checkpoint of the same variant as the starting point (fine-tuning). Its
-  position embeddings are resized bilinearly to this model's patch grid, as ViT and DeiT
-  fine-tune at a new resolution; every other parameter must have this model's shape."""
+  """A trained checkpoint of the same variant to fine-tune from; position embeddings resized
+  bilinearly to this patch grid (as ViT and DeiT at a new resolution)."""
   src, _ = checkpoints.load(path)
   pos, want = np.asarray(src["pos_embed"]), params["pos_embed"].shape
   if pos.shape != want:
@@ -120,26 +112,25 @@ def _init_from(params, path: str):
 
 
 def train_and_save(config, workdir: str) -> dict:
-  """Trains `config.train` and writes WORKDIR/<train.output> (the checkpoint) and
-  WORKDIR/<name>.json (each epoch's loss and test accuracy, rewritten after each epoch);
-  the shipped checkpoints change only when you copy a result over them."""
+  """Trains `config.train` -> WORKDIR/<train.output> and its .json (each epoch's loss and
+  test accuracy, rewritten every epoch); shipped checkpoints change only when copied over."""
   t = config.train
-  _check(t)
+  _check(t, workdir)
   ds_cfg = config.dataset
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise PermissionError(f"workdir {workdir} is not writable ({e.strerror})") from None
   ckpt_path = os.path.join(workdir, t.output)
   log_path = os.path.splitext(ckpt_path)[0] + ".json"
-  (x_train, y_train), (x_test, y_test) = _arrays(ds_cfg, t.eval_images)
+  x_train, y_train = data.load_arrays(ds_cfg, "train")
+  x_test, y_test = data.load_arrays(ds_cfg, "test")
+  if t.eval_images > 0:  # the first N test images (a quick check)
+    x_test, y_test = x_test[:t.eval_images], y_test[:t.eval_images]
   model = vit.Model(ds_cfg.num_classes, t.variant, ds_cfg.image_size)
   n = model.num_patches
   rng = np.random.default_rng(t.seed)
   # Not jitted: jit gives other initial values (fused ops), and the shipped models
   # were trained from these.
+  side = ds_cfg.image_size
   params = model.init(jax.random.PRNGKey(t.seed),
-                      jnp.zeros((1, ds_cfg.image_size, ds_cfg.image_size, ds_cfg.channels)))["params"]
+                      jnp.zeros((1, side, side, ds_cfg.channels)))["params"]
   if t.get("init_from"):
     params = _init_from(params, t.init_from)
   steps_per_epoch = len(x_train) // t.batch_size
@@ -147,7 +138,8 @@ def train_and_save(config, workdir: str) -> dict:
   tx = _optimizer(t, total)
   opt_state = tx.init(params)
   keeps = tuple(t.patch_drop_keep) if t.patch_drop_keep else (n,)
-  steps = {k: make_train_step(model, tx, min(k, n), n, t.label_smoothing, t.crop_pad) for k in keeps}
+  steps = {k: make_train_step(model, tx, min(k, n), n, t.label_smoothing, t.crop_pad)
+           for k in keeps}
   n_params = sum(x.size for x in jax.tree.leaves(params))
   limit = total if t.max_steps == -1 else min(t.max_steps, total)
   logging.info("training %s (%d params) for %d epochs (%d of %d steps), keep buckets %s",

@@ -1,10 +1,8 @@
-"""Vision Transformer (DeiT/timm layout) for the edge and the server.
+"""Vision Transformer (DeiT, timm's parameter names) for the edge and the server.
 
-Edge: `apply(images)` -> (logits, out) with out["attn"] (last block, f32[B, H, T, T]),
-"attns" (every block), "tokens" (final-norm patch tokens, f32[B, N, D]) and "encoded".
-Server: `apply(images, keep_idx, keep_mask)` embeds only the kept patches, each with its own
-position embedding; masked slots are no attention keys. timm's parameter names, so
-converting a checkpoint is a rename table.
+Edge: `apply(images)` -> (logits, out): "attns" (per block f32[B, H, T, T]), "attn" (the
+last), "tokens" (final-norm patch tokens, f32[B, N, D]), "encoded". Server: `apply(images,
+keep_idx, keep_mask)` embeds only the kept patches; masked slots are no attention keys.
 """
 import functools
 from typing import Any, Optional
@@ -101,10 +99,7 @@ class ViT(nn.Module):
   def __call__(self, images, keep_idx: Optional[jax.Array] = None,
                keep_mask: Optional[jax.Array] = None, logits_only: bool = False):
     """images: f32[B, H, W, C]; keep_idx: i32[B, K] or None; keep_mask: bool[B, K].
-
-    logits_only: the last block runs for the CLS token alone (what the server needs; the
-    same logits for 1/depth less work) and `out` holds no attention maps or tokens.
-    """
+    logits_only: the last block runs for the CLS token alone and `out` holds no maps."""
     patches = patchify(images, self.patch_size)
     if patches.shape[1] != self.num_patches:
       raise ValueError(f"images give {patches.shape[1]} patches, model expects "
@@ -154,10 +149,8 @@ def Model(num_classes: int, variant: str, image_size: int, dtype=jnp.float32) ->
 
 
 def forward_flops(model: ViT, kept: int, channels: int) -> float:
-  """FLOPs of one image's forward with `kept` patches: multiply-adds count 2, elementwise work
-  (LayerNorm, softmax, GELU) is left out. T = kept + 1 tokens, width D, MLP width M, depth
-  L, N patches of P = patch*patch*channels values, C classes:
-  2*N*P*D (every patch is embedded) + L*(2*T*(4*D^2 + 2*D*M) + 4*T^2*D) + 2*D*C."""
+  """FLOPs of one image's forward with `kept` patches (multiply-adds count 2, elementwise work
+  left out): 2*N*P*D (every patch embedded) + L*(2*T*(4*D^2 + 2*D*M) + 4*T^2*D) + 2*D*C."""
   d, m, t, n = model.width, model.mlp_dim, kept + 1, model.num_patches
   patch_dim = model.patch_size ** 2 * channels
   return (2 * n * patch_dim * d + model.depth * (2 * t * (4 * d * d + 2 * d * m) + 4 * t * t * d)

@@ -1,6 +1,5 @@
-"""The run's folder: config.json (the resolved config, the inputs the results depend on and
-the hash of both; another config, weights or data is refused), progress chunks
-`progress/images_<start>_<stop>.npz` (a killed run redoes at most one), on any gfile path.
+"""The run's folder (any gfile path): config.json (the resolved config, the inputs and their
+hash: another config, weights or data is refused) and `progress/images_<start>_<stop>.npz`.
 """
 import hashlib
 import io
@@ -21,7 +20,7 @@ PERF_ONLY = ("batch_size", "server_batch_size")
 
 
 def file_sha256(path: str) -> str:
-  """sha256 of a file's bytes (local or gs://...), read in 8 MiB pieces."""
+  """sha256 of a file's bytes, read in 8 MiB pieces."""
   h = hashlib.sha256()
   with files.open_read(path) as f:
     for block in iter(lambda: f.read(8 << 20), b""):
@@ -30,9 +29,8 @@ def file_sha256(path: str) -> str:
 
 
 def run_inputs(plan) -> dict:
-  """What a sweep's results depend on besides its config: the checkpoints' contents
-  (sha256, computed here once per run and logged), the dataset's name, version and split
-  size (TFDS builder info), and RESULTS_VERSION."""
+  """What results depend on besides the config: the checkpoints' sha256 (logged), the
+  dataset's identity and RESULTS_VERSION."""
   from sage_jax import data
   ckpts = {}
   for role, model in (("edge", plan.edge), ("server", plan.server)):
@@ -46,8 +44,8 @@ def run_inputs(plan) -> dict:
 
 
 def config_hash(config_json: str, inputs=None) -> tuple:
-  """The resolved config's JSON (+ `run_inputs`) -> (canonical JSON of the config's
-  result-relevant part, sha256 of it and the inputs)."""
+  """The config's JSON (+ `run_inputs`) -> (canonical JSON of its result-relevant part,
+  sha256 of it and the inputs)."""
   d = json.loads(config_json)
   for k in PERF_ONLY:
     d.pop(k, None)
@@ -84,9 +82,8 @@ def _what_differs(workdir: str, old: dict, config: dict, inputs) -> list:
 
 def open_workdir(workdir: str, config_json: str, new_subdir: bool = False,
                  inputs=None) -> str:
-  """Checks/creates the workdir for a config (`plan.config_json`) and its inputs
-  (`run_inputs`) -> the folder to write into. One made with another config or other inputs
-  is refused (naming what differs), or with new_subdir the run goes to workdir/<hash[:12]>."""
+  """Checks or creates the workdir -> the folder to write into; one of another config or
+  inputs is refused naming what differs, or with new_subdir gives workdir/<hash[:12]>."""
   text, digest = config_hash(config_json, inputs)
   try:
     files.makedirs(workdir)
@@ -101,22 +98,21 @@ def open_workdir(workdir: str, config_json: str, new_subdir: bool = False,
     raise PermissionError(f"workdir {workdir} is not writable ({type(e).__name__}: "
                           f"{getattr(e, 'message', e)})") from None
   path = os.path.join(workdir, "config.json")
-  if files.exists(path):
-    old = json.loads(files.read_bytes(path))
-    if old.get("hash") != digest:
-      if new_subdir:
-        return open_workdir(os.path.join(workdir, digest[:12]), config_json, inputs=inputs)
-      why = _what_differs(workdir, old, json.loads(text), inputs)
-      raise ValueError(
-          f"{'; '.join(why)} (workdir hash {str(old.get('hash'))[:12]}, this run "
-          f"{digest[:12]}); use a new --workdir, or --new_subdir to write to "
-          f"{workdir}/{digest[:12]}")
-  else:
+  if not files.exists(path):
     record = {"hash": digest, "config": json.loads(text)}
     if inputs is not None:
       record["inputs"] = inputs
     files.write(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
-  return workdir
+    return workdir
+  old = json.loads(files.read_bytes(path))
+  if old.get("hash") == digest:
+    return workdir
+  if new_subdir:
+    return open_workdir(os.path.join(workdir, digest[:12]), config_json, inputs=inputs)
+  why = _what_differs(workdir, old, json.loads(text), inputs)
+  raise ValueError(f"{'; '.join(why)} (workdir hash {str(old.get('hash'))[:12]}, this run "
+                   f"{digest[:12]}); use a new --workdir, or --new_subdir to write to "
+                   f"{workdir}/{digest[:12]}")
 
 
 def _chunk_path(workdir, start, stop):

@@ -12,6 +12,7 @@ from sage_jax import defaults, pipeline, plan, sweep
 c = defaults.sweep_config()
 c.num_images, c.budgets, c.batch_size, c.server_batch_size = 120, "4,49", 60, 36
 c.rules = "random,sage,threshold,tome"
+c.uplink.erasure, c.uplink.pixel_bits = "0,0.3", "8,4"  # fates and levels per image, too
 p = plan.make(c)
 rec = sweep.sweep_chunks(p, pipeline.load_models(p))[0]
 rec["n_devices"] = np.int64(jax.local_device_count())

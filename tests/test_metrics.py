@@ -12,6 +12,7 @@ COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_a
            "acc_low_attn_entropy", "acc_high_attn_entropy",
            "diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi", "p_vs_topk",
            "n_images", "n_offloaded")
+UPLINK_COLUMNS = ("erasure", "pixel_bits", "agree_full", "kl_full")
 DIFF_COLUMNS = ("diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi", "p_vs_topk")
 
 
@@ -35,7 +36,8 @@ def test_summarize_known_answers():
                            n_boot=200)
   a, b, t2, t4 = rows
   assert metrics.COLUMNS == COLUMNS
-  assert all(tuple(r) == COLUMNS for r in rows)
+  assert all(tuple(r) == COLUMNS + UPLINK_COLUMNS for r in rows)
+  assert (a["erasure"], a["pixel_bits"]) == (0.0, 8)
   assert (a["n_images"], a["n_offloaded"], a["offload_rate"]) == (5, 2, 0.4)
   assert a["edge_acc"] == pytest.approx(2 / 5)        # images 0 and 2
   assert a["ceiling_acc"] == 1.0 and (a["ceiling_acc_lo"], a["ceiling_acc_hi"]) == (1.0, 1.0)
@@ -90,7 +92,7 @@ def test_summarize_without_topk():
   for k in ("server_pred", "units", "demand", "coverage"):
     r[k] = r[k][:, :1]  # only rule "r"
   rows = metrics.summarize(r, ["r"], [2, 4], 4, 10, n_boot=200)
-  assert len(rows) == 2 and all(tuple(row) == COLUMNS for row in rows)
+  assert len(rows) == 2 and all(tuple(row) == COLUMNS + UPLINK_COLUMNS for row in rows)
   for row, ref in zip(rows, with_topk):
     assert all(np.isnan(row[c]) for c in DIFF_COLUMNS), row
     assert all(_same(row[c], ref[c]) for c in COLUMNS if c not in DIFF_COLUMNS), (row, ref)
@@ -111,7 +113,7 @@ def test_summarize_nothing_offloaded():
   edge_correct = r["edge_pred"] == r["label"]  # right on images 0 and 2
   lo, hi = stats.bootstrap_ci(edge_correct, 200)
   for row in rows:
-    assert tuple(row) == COLUMNS
+    assert tuple(row) == COLUMNS + UPLINK_COLUMNS
     assert (row["n_images"], row["n_offloaded"], row["offload_rate"]) == (5, 0, 0.0)
     assert row["edge_acc"] == row["overall_acc"] == pytest.approx(2 / 5)
     assert (row["overall_acc_lo"], row["overall_acc_hi"]) == (lo, hi) and lo < 0.4 < hi
@@ -122,3 +124,43 @@ def test_summarize_nothing_offloaded():
            "acc_high_attn_entropy", "diff_vs_topk", "diff_vs_topk_lo", "diff_vs_topk_hi",
            "p_vs_topk")  # no image to compare on: no p-value either
     assert all(np.isnan(row[c]) for c in nan), {c: row[c] for c in nan}
+
+
+def test_agreement_and_kl_match_numpy_on_constructed_logits():
+  rng = np.random.RandomState(0)
+  full = rng.normal(size=(6, 5)).astype(np.float32)
+  logits = full[None] + rng.normal(scale=2.0, size=(3, 6, 5)).astype(np.float32)
+  got = {k: np.asarray(v) for k, v in server_step.answers(jnp.asarray(logits),
+                                                         jnp.asarray(full)).items()}
+  softmax = lambda x: np.exp(x - x.max(-1, keepdims=True)) / np.exp(
+      x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
+  p, q = softmax(full.astype(np.float64))[None], softmax(logits.astype(np.float64))
+  np.testing.assert_allclose(got["kl"], (p * np.log(p / q)).sum(-1), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got["conf"], q.max(-1), rtol=1e-5)
+  np.testing.assert_array_equal(got["pred"], logits.argmax(-1))
+  same = np.asarray(server_step.answers(jnp.asarray(full), jnp.asarray(full))["kl"])
+  np.testing.assert_allclose(same, 0.0, atol=1e-6)
+  cols = metrics.agreement_columns(got["pred"][1], np.array([0.5, np.nan, 1.5, 1.0, 0, 1]),
+                                   full.argmax(-1))
+  assert cols["agree_full"] == np.mean(logits[1].argmax(-1) == full.argmax(-1))
+  assert cols["kl_full"] == pytest.approx(4.0 / 5)  # the NaN (edge fallback) is left out
+
+
+def test_conditions_are_condition_major_and_compared_within_their_condition():
+  r = _records()
+  # Two uplink conditions: the second one's server columns swap the two rules.
+  r["server_pred"] = np.concatenate([r["server_pred"], r["server_pred"][:, ::-1]], 1)
+  r["kl_full"] = np.zeros((2, 4, 2), np.float32)
+  conditions = [(0.0, 8, 10), (0.3, 4, 7)]
+  rows = metrics.summarize(r, ["r", "topk"], [2, 4], 4, 10, n_boot=200, conditions=conditions)
+  assert [(x["erasure"], x["pixel_bits"], x["method"], x["budget"]) for x in rows] == [
+      (e, b, m, k) for e, b in ((0.0, 8), (0.3, 4)) for m in ("r", "topk") for k in (2, 4)]
+  first, second = rows[:4], rows[4:]
+  for a, b in zip(first, second[2:] + second[:2]):  # r under one is topk under the other
+    assert a["offloaded_acc"] == b["offloaded_acc"]
+  for a, b in zip(first[:2], second[:2]):  # so r - topk changes sign
+    assert a["diff_vs_topk"] == -b["diff_vs_topk"] != 0
+  assert second[0]["bits_per_request"] == first[0]["mean_units"] * 7  # bits of what was sent
+  metrics.add_comparisons(rows, r, ["r", "topk"], [2, 4], ["r"], 200, conditions)
+  assert all(x["diff_vs_r"] == 0 for x in rows if x["method"] == "r")
+  assert rows[2]["diff_vs_r"] == -rows[0]["diff_vs_topk"]

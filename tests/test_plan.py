@@ -90,7 +90,32 @@ BAD = {
     "dtype": (dict(compute_dtype="float16"), "compute_dtype 'float16' is not allowed"),
     "server patches": (dict(server=dict(variant="Ti/16", checkpoint="x")),
                        "image size 28 is not divisible by patch size 16 of the server's"),
+    "erasure=1": (dict(uplink=dict(erasure="0,1")),
+                  "uplink.erasure rate 1.0 is not allowed; a loss rate is in [0, 1)"),
+    "erasure=0,0": (dict(uplink=dict(erasure="0,0.0")), "uplink.erasure '0,0.0' repeats [0.0]"),
+    "pixel_bits=9": (dict(uplink=dict(pixel_bits="8,9")),
+                     "uplink.pixel_bits 9.0 is not allowed; bits per pixel are 1..8"),
+    "pixel_bits with bits": (dict(uplink=dict(pixel_bits="8,4"), bits_per_unit=100),
+                             "bits_per_unit 100 is not allowed; coarser units"),
+    "threshold=2": (dict(report=dict(progressive=dict(thresholds="0.5,2"))),
+                    "report.progressive.thresholds 2.0 is not allowed; a confidence is in [0, 1]"),
 }
+
+
+def test_uplink_conditions_and_their_bits():
+  p = _make(uplink=dict(erasure="0,0.3", pixel_bits="8,2"))
+  # Bits outer, rates inner: the records' rule axis is condition-major. A 2-bit unit of 4x4
+  # pixels: 32 bits + 6 index bits.
+  assert p.conditions == ((0.0, 8, 134), (0.3, 8, 134), (0.0, 2, 38), (0.3, 2, 38))
+  assert _make().conditions == ((0.0, 8, 134),)
+  assert _make(bits_per_unit=100).conditions == ((0.0, 8, 100),)
+
+
+def test_progressive_schedule_is_the_budgets_up_to_half_of_n():
+  assert _make().report.progressive.schedule == (4, 6, 8, 12, 16, 24)
+  prog = _make(budgets="49,8,32", report=dict(progressive=dict(max_budget=32))).report.progressive
+  assert prog.schedule == (8, 32)
+  assert _make(budgets="32,49").report.progressive.schedule == ()  # no section
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

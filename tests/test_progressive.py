@@ -1,5 +1,6 @@
-"""Progressive offloading from records (sage_jax/progressive.py): hand-computed answers and
-set computations; the rule whose set grows with K (selection.sage_nested)."""
+"""Progressive offloading from records (sage_jax/progressive.py): hand-computed answers; the
+rule whose set grows with K (selection.sage_nested). The units sent so far against a set
+computation: tests/test_pipeline.py."""
 import numpy as np
 import pytest
 
@@ -31,18 +32,14 @@ def test_evaluate_by_hand():
   assert (r["accuracy"], r["mean_units"], r["mean_rounds"]) == (0.5, 4.0, 1.0)
 
 
-def test_cumulative_units_is_the_size_of_the_union_so_far():
-  rng = np.random.RandomState(0)
-  masks = rng.rand(4, 7, 12) < 0.3
-  expected = [[len(set().union(*(np.flatnonzero(masks[t, i]) for t in range(s + 1))))
-               for i in range(7)] for s in range(4)]
-  np.testing.assert_array_equal(progressive.cumulative_units(masks), expected)
-  nested = np.zeros((3, 1, 6), bool)
-  nested[0, 0, :2] = nested[1, 0, :4] = nested[2, 0, :] = True
-  changing = np.zeros((3, 1, 6), bool)
-  changing[0, 0, [0, 1]] = changing[1, 0, [2, 3, 4, 5]] = changing[2, 0, [0, 5]] = True
-  np.testing.assert_array_equal(progressive.cumulative_units(nested)[:, 0], [2, 4, 6])
-  np.testing.assert_array_equal(progressive.cumulative_units(changing)[:, 0], [2, 6, 6])
+def test_agree_stop_waits_for_a_repeated_answer():
+  pred = np.array([[3, 1, 2, 5], [3, 4, 2, 6], [3, 4, 7, 5]])
+  # confident at 0.5: [0, 1, -, 0]; the answer repeats at steps [1, 2, 1, -]
+  np.testing.assert_array_equal(progressive.stop_step(CONFIDENCE, 0.5, pred), [1, 2, 2, 2])
+  np.testing.assert_array_equal(progressive.stop_step(CONFIDENCE, 0.0, pred), [1, 2, 1, 2])
+  r = progressive.evaluate(CORRECT, CONFIDENCE, UNITS, 0.5, pred)
+  assert (r["accuracy"], r["mean_units"], r["mean_rounds"]) == (1.0, (8 + 16 + 14 + 20) / 4,
+                                                               (2 + 3 + 3 + 3) / 4)
 
 
 def test_pareto_against_brute_force():
@@ -94,3 +91,43 @@ def test_sage_nested_refuses_a_bad_pool_frac():
   importance, embeddings = _example()
   with pytest.raises(ValueError, match="pool_frac 0 is not allowed"):
     selection.sage_nested(importance, embeddings, None, 4, pool_frac=0)
+
+
+def test_points_and_goal_on_constructed_records():
+  from sage_jax import defaults
+  from sage_jax import plan as plan_lib
+  c = defaults.sweep_config()
+  c.rules, c.budgets, c.report.n_boot = "topk,sage", "4,8,16,49", 50
+  c.report.progressive.update(dict(thresholds="0.5,0.9", goal_budget=16, goal_share=0.6))
+  plan = plan_lib.make(c)
+  assert plan.report.progressive.schedule == (4, 8, 16)
+  # 4 offloaded images (labels 0..3); [image, rule, budget] over the budgets 4, 8, 16, 49.
+  pred = np.zeros((4, 2, 4), np.int32)
+  pred[:, 0] = [[0, 0, 0, 0], [9, 1, 1, 1], [9, 9, 2, 2], [9, 9, 9, 3]]  # topk
+  pred[:, 1] = [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [9, 9, 3, 3]]  # sage
+  conf = np.full((4, 2, 4), 0.95, np.float32)
+  conf[1:, 0, :2] = 0.6   # topk: unsure at K = 4 and 8 for images 1-3 (stops there at 0.5)
+  conf[3, 1, :2] = 0.2    # sage: unsure about image 3 until K = 16
+  units = np.broadcast_to(np.array([4, 8, 16, 49], np.int16), (4, 2, 4)).copy()
+  units[:, 1, 1:3] = [12, 22]  # sage's sets change with K: the union grows faster
+  off = np.array([True, True, False, True, True])
+  records = dict(label=np.array([0, 1, 7, 2, 3]), offloaded=off, server_pred=pred,
+                 server_conf=conf, units_sent=units)
+  pts = {(p["rule"], p["stop"], p["threshold"]): p for p in progressive.points(records, plan)}
+  p = pts[("topk", "confidence", 0.5)]  # every image stops at K = 4: right on image 0 only
+  assert (p["accuracy"], p["mean_units"], p["mean_rounds"]) == (0.25, 4.0, 1.0)
+  p = pts[("topk", "confidence", 0.9)]  # image 0 at K = 4, the rest at the last step K = 16
+  assert (p["accuracy"], p["mean_units"], p["mean_rounds"]) == (0.75, 13.0, 2.5)
+  assert p["mean_bits"] == 13.0 * 134
+  assert p["latency_ms_nb_iot"] == pytest.approx(13.0 * 134 / 60e3 * 1e3 + 2.5 * 500.0)
+  p = pts[("sage", "confidence", 0.5)]  # images 0-2 at K = 4, image 3 at K = 16 (22 units)
+  assert (p["accuracy"], p["mean_units"], p["mean_rounds"]) == (1.0, 8.5, 1.5)
+  p = pts[("sage", "agree+confidence", 0.5)]  # the answer repeats first at K = 8, image 3 K = 16
+  assert (p["accuracy"], p["mean_units"], p["mean_rounds"]) == (1.0, (12 * 3 + 22) / 4, 2.25)
+  rows = [dict(method=m, budget=16, offloaded_acc=a, mean_units=16.0)
+          for m, a in (("topk", 0.75), ("sage", 1.0))]
+  g = progressive.goal(records, plan, rows, list(pts.values()))
+  assert g["fixed"]["method"] == "sage" and g["target"] == pytest.approx(9.6)
+  assert g["point"]["rule"] == "sage" and g["point"]["mean_units"] == 8.5 and g["reached"]
+  assert g["paired"]["diff"] == 0.0
+  assert g["oracle"] == 8.5  # sage's answers equal its last ones from K = 4 (image 3: K = 16)

@@ -258,7 +258,7 @@ def test_beyond_section_on_a_development_run(tmp_path):
   text = open(tmp_path / "report.md").read()
   header = open(tmp_path / "results.csv").readline().strip().split(",")
   assert header[:len(metrics.COLUMNS)] == list(metrics.COLUMNS)
-  assert header[len(metrics.COLUMNS):] == [
+  assert header[len(metrics.COLUMNS):] == ["erasure", "pixel_bits", "agree_full", "kl_full"] + [
       f"{k}_vs_{r}{s}" for r in ("sage", "diversity") for k, s in
       (("diff", ""), ("diff", "_lo"), ("diff", "_hi"), ("p", ""))]
   at = {(r["method"], r["budget"]): r for r in rows}

@@ -92,14 +92,16 @@ def test_numbers_are_sane(full_run):
 
 
 def test_per_image_records_independent_of_batch_sizes():
-  kw = dict(rules="random,topk,sage,threshold", budgets="8,49", num_images=80)
+  """Under lossy and coarse uplink conditions too: a unit's fate is its image's and patch's."""
+  kw = dict(rules="random,topk,sage,threshold", budgets="8,49", num_images=80,
+            uplink=dict(erasure="0,0.4", pixel_bits="8,3"))
   ref = records(_config(batch_size=64, server_batch_size=64, **kw))
-  for bs in (7, 1):
-    other = records(_config(batch_size=bs, server_batch_size=bs, **kw))
+  for bs, chunk in ((7, 30), (1, 2000)):
+    other = records(_config(batch_size=bs, server_batch_size=bs, chunk_size=chunk, **kw))
     assert ref.keys() == other.keys()
     for k in ref:  # decisions exactly; float scores up to summation order
-      if k in ("score", "threshold", "attn_entropy"):
-        np.testing.assert_allclose(ref[k], other[k], rtol=1e-5, err_msg=k)
+      if ref[k].dtype.kind == "f":
+        np.testing.assert_allclose(ref[k], other[k], rtol=1e-4, atol=1e-6, err_msg=k)
       else:
         np.testing.assert_array_equal(ref[k], other[k], err_msg=f"{k}, batch size {bs}")
 
