@@ -40,11 +40,11 @@ def markdown_table(rows, columns) -> str:
 
 def to_csv(rows) -> bytes:
   """Every number at full precision (Python's shortest round-trip form), so a McNemar p of
-  4.5e-30 survives; undefined values are empty. Columns: COLUMNS, then any comparison
-  columns the rows carry (`metrics.add_comparisons`)."""
+  4.5e-30 survives; undefined values are empty. Columns: COLUMNS first for summary rows, then
+  the others the rows carry (uplink, agreement, `metrics.add_comparisons`), in their order."""
   head = rows[0] if rows else dict.fromkeys(COLUMNS)
-  columns = (list(COLUMNS) if set(COLUMNS) <= set(head) else []) + [
-      k for k in head if k not in COLUMNS or not set(COLUMNS) <= set(head)]
+  first = list(COLUMNS) if set(COLUMNS) <= set(head) else []
+  columns = first + [k for k in head if k not in first]
   buf = io.StringIO()
   w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
   w.writeheader()
