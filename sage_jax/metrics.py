@@ -27,6 +27,13 @@ def on_item_columns(records, i: int, j: int, num_patches: int) -> dict:
               item_share=_mean(item / num_patches))
 
 
+def correct(records, column: int, j: int):
+  """bool[m]: per offloaded image, whether the server's answer in records' server column
+  (condition * R + rule) at budget index j is the label."""
+  return records["server_pred"][:, column, j] == records["label"][records["offloaded"]
+                                                                    .astype(bool)]
+
+
 def _mean(x):
   return float(np.mean(x)) if len(x) else float("nan")
 
@@ -139,14 +146,12 @@ def add_comparisons(rows, records, methods, budgets, refs, n_boot: int = 1000,
   for each rule `ref` of refs (labels in `methods`; topk's columns are always there) to
   every row of `summarize`, in place and after its columns, against `ref` under the row's
   own uplink condition (conditions as in `summarize`). -> the rows."""
-  off = records["offloaded"].astype(bool)
-  label_off = records["label"][off]
-  correct = lambda i, j: records["server_pred"][:, i, j] == label_off
   keys = [(float(c[0]), int(c[1])) for c in conditions or [(0.0, 8)]]
   for ref in (r for r in refs if r != "topk"):
     base = methods.index(ref)
     for row in rows:
       u = keys.index((row.get("erasure", 0.0), row.get("pixel_bits", 8))) * len(methods)
       i, j = methods.index(row["method"]), list(budgets).index(row["budget"])
-      row.update(_paired(correct(u + i, j), correct(u + base, j), ref, n_boot))
+      row.update(_paired(correct(records, u + i, j), correct(records, u + base, j), ref,
+                         n_boot))
   return rows

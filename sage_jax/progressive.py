@@ -99,9 +99,8 @@ def goal(records, plan, rows, pts) -> dict:
     correct, conf, units, pred = _arrays(records, plan, plan.labels.index(p["rule"]))
     stop = stop_step(conf, p["threshold"], pred if p["stop"] != "confidence" else None)
     images = np.arange(stop.shape[0])
-    label = records["label"][records["offloaded"].astype(bool)]
-    ref = records["server_pred"][:, plan.labels.index(best["method"]),
-                                 plan.budgets.index(prog.goal_budget)] == label
+    ref = metrics.correct(records, plan.labels.index(best["method"]),
+                          plan.budgets.index(prog.goal_budget))
     out.update(point=p, reached=p["accuracy"] >= best["offloaded_acc"],
                paired=stats.paired_bootstrap(correct[stop, images], ref, plan.report.n_boot),
                units_ci=stats.bootstrap_ci(units[stop, images], plan.report.n_boot))
@@ -154,10 +153,8 @@ def section(records, plan, rows, workdir, markdown_table) -> tuple:
     return "", []
   pts = points(records, plan)
   g = goal(records, plan, rows, pts) if prog.goal_budget else None
-  front = set(pareto([(p["mean_units"], p["accuracy"]) for p in pts]))
-  table = [p for p in pts if (p["mean_units"], p["accuracy"]) in front]
-  table = sorted({(p["mean_units"], p["accuracy"]): p for p in table}.values(),
-                 key=lambda p: p["mean_units"])
+  at = {(p["mean_units"], p["accuracy"]): p for p in pts}  # one point per (units, accuracy)
+  table = [at[q] for q in pareto(at)]
   shown = list(dict.fromkeys([r for r in ("topk", "sage", "sage_nested") if r in plan.labels]
                              + [p["rule"] for p in table[-1:]]))
   _plot(rows, pts, shown, g, os.path.join(workdir, "progressive.png"))

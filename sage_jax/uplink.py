@@ -55,9 +55,8 @@ def requantise(images, bits: int, mean, std):
 def _correct(records, plan, rate, bits, rule, budget):
   """bool[m]: per offloaded image, whether rule at budget is right under (rate, bits)."""
   u = [c[:2] for c in plan.conditions].index((rate, bits))
-  label = records["label"][records["offloaded"].astype(bool)]
-  return records["server_pred"][:, u * len(plan.labels) + plan.labels.index(rule),
-                                plan.budgets.index(budget)] == label
+  return metrics.correct(records, u * len(plan.labels) + plan.labels.index(rule),
+                         plan.budgets.index(budget))
 
 
 def _erasure_sentence(records, plan, k, bits) -> str:
