@@ -1,7 +1,7 @@
 """report.md's "Beyond the paper" section (configs/fmnist_beyond.py): `goal_check` decides
 the goal of docs/beyond.md from the rows' paired comparisons, `section` writes it.
 """
-from sage_jax import metrics
+from sage_jax import metrics, tables
 
 REFS = ("sage", "diversity")  # the goal's two rules to beat
 SMALL_K = 16                  # the goal's budgets: K <= 16
@@ -53,32 +53,31 @@ def map_columns(beyond) -> list:
 
 
 def _head(budgets) -> list:
-  return [("| rule | " + " | ".join(f"K={b}" for b in budgets) +
-           f" | better than both (K<={SMALL_K}) | worse than the better |"),
-          "|---|" + "---:|" * (len(budgets) + 2)]
+  return ["rule"] + [f"K={b}" for b in budgets] + [f"better than both (K<={SMALL_K})",
+                                                   "worse than the better"]
+
+
+def _right(budgets) -> range:
+  return range(1, len(budgets) + 3)
 
 
 def _against_better(rows, by, budgets, labels) -> str:
   """Accuracy and the difference with the better of SAGE and diversity, per budget."""
-  lines = _head(budgets)
+  cells = []
   for m in labels:
     gm = goal_check(rows, m)
-    lines.append(f"| `{m}` | " + " | ".join(_vs_better(by, m, b) for b in budgets) +
-                 f" | {len(gm['wins'])} | {len(gm['losses'])} |")
-  return "\n".join(lines)
+    cells.append([f"`{m}`"] + [_vs_better(by, m, b) for b in budgets]
+                 + [str(len(gm["wins"])), str(len(gm["losses"]))])
+  return tables.markdown(_head(budgets), cells, _right(budgets))
 
 
 def _versus(by, budgets, labels) -> str:
   """Every paired comparison with SAGE, diversity and top-K, with its McNemar p."""
-  lines = ["| rule | K | accuracy | vs SAGE | vs diversity | vs top-K |",
-           "|---|---:|---:|---|---|---|"]
-  for m in labels:
-    for b in budgets:
-      r = by[(m, b)]
-      lines.append(f"| `{m}` | {b} | {100 * r['offloaded_acc']:.1f} | "
-                   f"{metrics.paired_text(r, 'sage')} | {metrics.paired_text(r, 'diversity')} "
-                   f"| {metrics.paired_text(r, 'topk')} |")
-  return "\n".join(lines)
+  cells = [[f"`{m}`", str(b), f"{100 * by[(m, b)]['offloaded_acc']:.1f}"]
+           + [metrics.paired_text(by[(m, b)], ref) for ref in ("sage", "diversity", "topk")]
+           for m in labels for b in budgets]
+  return tables.markdown(["rule", "K", "accuracy", "vs SAGE", "vs diversity", "vs top-K"],
+                         cells, right=(1, 2))
 
 
 def section(rows, beyond, map_budget, map_file="beyond_map.png") -> str:
@@ -95,8 +94,8 @@ def section(rows, beyond, map_budget, map_file="beyond_map.png") -> str:
   for m in shown:
     gm = goal_check(rows, m) if m in new else None
     cells = [f"{100 * by[(m, b)]['offloaded_acc']:.1f}" for b in budgets]
-    cells += [str(len(gm["wins"])), str(len(gm["losses"]))] if gm else ["", ""]
-    acc_rows.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    acc_rows.append([f"`{m}`"] + cells
+                    + ([str(len(gm["wins"])), str(len(gm["losses"]))] if gm else ["", ""]))
   out = [
       "## Beyond the paper: evidence selection that survives unreliable attention", "",
       f"This run: {beyond.half}. The rule `{beyond.frozen}` and every parameter below were "
@@ -110,7 +109,7 @@ def section(rows, beyond, map_budget, map_file="beyond_map.png") -> str:
       "### Accuracy on the offloaded images (%)", "",
       "The last two columns count budgets (paired 95% intervals; the better of SAGE and "
       "diversity is the one with the higher accuracy at that budget).", "",
-      *_head(budgets), *acc_rows, "",
+      tables.markdown(_head(budgets), acc_rows, _right(budgets)), "",
       f"### `{beyond.frozen}` against SAGE, diversity and top-K", "",
       "Difference in offloaded accuracy (points), paired bootstrap 95% interval over the "
       "offloaded images, exact McNemar p.", "",

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax import compile_cache, defaults, files, offload, pipeline, timing, vit
+from sage_jax import compile_cache, defaults, files, offload, pipeline, tables, timing, vit
 from sage_jax import plan as plan_lib
 
 MEASURES = {"benchmark": "sage_jax.benchmark", "scale": "sage_jax.measure",
@@ -228,7 +228,7 @@ def _cell(v) -> str:
   return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def tables(rows) -> dict:
+def by_table(rows) -> dict:
   """Rows -> {table: (head, rows of strings)}: scalar columns, in first-seen order."""
   out = {}
   for r in rows:
@@ -241,21 +241,9 @@ def tables(rows) -> dict:
   return out
 
 
-def text_table(head, cells) -> str:
-  widths = [max(len(x) for x in col) for col in zip(head, *cells)]
-  line = lambda c: "  ".join(x.rjust(w) if i else x.ljust(w)
-                             for i, (x, w) in enumerate(zip(c, widths))).rstrip()
-  return "\n".join([line(head), line(["-" * w for w in widths])] + [line(c) for c in cells])
-
-
-def markdown_table(head, cells) -> str:
-  out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-  return "\n".join(out + ["| " + " | ".join(c) + " |" for c in cells])
-
-
 def report(rows, markdown: bool = False) -> str:
-  fmt = markdown_table if markdown else text_table
-  return "\n\n".join(f"{name}:\n{fmt(*t)}" for name, t in tables(rows).items()) + "\n"
+  fmt = tables.markdown if markdown else tables.text
+  return "\n\n".join(f"{name}:\n{fmt(*t)}" for name, t in by_table(rows).items()) + "\n"
 
 
 def run_measures(config, workdir: str) -> dict:

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from sage_jax import figures, metrics, stats
+from sage_jax import figures, metrics, stats, tables
 
 
 # How an image stops: its confidence alone, or with the answer also equal to the previous
@@ -145,9 +145,9 @@ def _fewest(g) -> str:
                  "average: what falls short is the stop signal, the server's confidence.")
 
 
-def section(records, plan, rows, workdir, markdown_table) -> tuple:
+def section(records, plan, rows, workdir) -> tuple:
   """report.md's progressive section (and progressive.png) -> (markdown, every point).
-  rows: the first uplink condition's; markdown_table: report's (rows, columns) -> text."""
+  rows: the first uplink condition's."""
   prog = plan.report.progressive
   if not prog.schedule or not prog.thresholds:
     return "", []
@@ -177,7 +177,7 @@ def section(records, plan, rows, workdir, markdown_table) -> tuple:
   text += [f"- {_goal_sentence(g, prog)}", ""] if g else []
   text += ["Points no other (rule, stop, threshold) beats in both accuracy and mean units "
            "(accuracy %, latency ms):", "",
-           markdown_table(table, cols), ""]
+           tables.markdown_rows(table, cols), ""]
   return "\n".join(text), pts
 
 

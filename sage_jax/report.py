@@ -6,36 +6,21 @@ import math
 import os
 
 from sage_jax import beyond as beyond_lib
-from sage_jax import channel, figures, files, metrics, progressive, uplink
+from sage_jax import channel, figures, files, metrics, progressive, tables, uplink
 from sage_jax.metrics import COLUMNS
-
-
-def _fmt(v):
-  if isinstance(v, float):
-    return "nan" if math.isnan(v) else f"{v:.4f}"
-  return str(v)
+from sage_jax.tables import fixed
 
 
 def format_table(rows, columns=("method", "budget", "offloaded_acc", "pct_of_ceiling",
                                 "overall_acc", "mean_units", "comm_cost", "coverage",
                                 "diff_vs_topk", "p_vs_topk")) -> str:
+  """The sweep's stdout: the run's head line, then the main columns of every row."""
   head = rows[0] if rows else {}
-  lines = [f"edge_acc {_fmt(head.get('edge_acc', float('nan')))}  ceiling_acc (offloaded) "
-           f"{_fmt(head.get('ceiling_acc', float('nan')))}  offload_rate "
-           f"{_fmt(head.get('offload_rate', float('nan')))}  n_images {head.get('n_images', 0)}"]
-  cells = [list(columns)] + [[_fmt(r[c]) for c in columns] for r in rows]
-  widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
-  for k, c in enumerate(cells):
-    lines.append("  ".join(x.rjust(w) for x, w in zip(c, widths)))
-    if k == 0:
-      lines.append("  ".join("-" * w for w in widths))
-  return "\n".join(lines)
-
-
-def markdown_table(rows, columns) -> str:
-  out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  out += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
-  return "\n".join(out)
+  nan = float("nan")
+  return (f"edge_acc {fixed(head.get('edge_acc', nan))}  ceiling_acc (offloaded) "
+          f"{fixed(head.get('ceiling_acc', nan))}  offload_rate "
+          f"{fixed(head.get('offload_rate', nan))}  n_images {head.get('n_images', 0)}\n"
+          + tables.text(columns, [[fixed(r[c]) for c in columns] for r in rows]))
 
 
 def to_csv(rows) -> bytes:
@@ -181,11 +166,9 @@ def _pivot(rows, budgets, column, fmt=lambda v: f"{100 * v:.1f}") -> str:
   """rule x budget table of one column, in % (or as fmt writes it)."""
   by = {(r["method"], r["budget"]): r for r in rows}
   methods = list(dict.fromkeys(r["method"] for r in rows))
-  lines = ["| rule | " + " | ".join(f"K={b}" for b in budgets) + " |",
-           "|" + "---|" * (len(budgets) + 1)]
-  lines += [f"| `{m}` | " + " | ".join(fmt(by[(m, b)][column]) if (m, b) in by else ""
-                                        for b in budgets) + " |" for m in methods]
-  return "\n".join(lines)
+  return tables.markdown(["rule"] + [f"K={b}" for b in budgets],
+                         [[f"`{m}`"] + [fmt(by[(m, b)][column]) if (m, b) in by else ""
+                                        for b in budgets] for m in methods])
 
 
 def _on_item_section(rows, budgets) -> list:
@@ -215,12 +198,9 @@ def _swap_table(rows, budgets) -> str:
   if len(fracs) < 2:
     return "(no swap@f methods in this run)"
   by = {(r["method"], r["budget"]): r for r in rows}
-  head = "| f | " + " | ".join(f"K={b}" for b in budgets) + " |"
-  lines = [head, "|" + "---|" * (len(budgets) + 1)]
-  for m, f in fracs:
-    lines.append(f"| {f} | " + " | ".join(_fmt(by[(m, b)]["offloaded_acc"]) if (m, b) in by else ""
-                                          for b in budgets) + " |")
-  return "\n".join(lines)
+  return tables.markdown(["f"] + [f"K={b}" for b in budgets],
+                         [[f] + [fixed(by[(m, b)]["offloaded_acc"]) if (m, b) in by else ""
+                                 for b in budgets] for m, f in fracs])
 
 
 def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="",
@@ -244,7 +224,7 @@ def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="",
       "![accuracy vs bits](acc_vs_bits.png)", "",
       "![accuracy vs latency](acc_vs_latency.png)", "",
       f"Transmission time per request (serialisation only; latency plot: {channel_name}):", "",
-      markdown_table(channel_rows, ch_cols), "",
+      tables.markdown_rows(channel_rows, ch_cols), "",
       f"## What each rule sends (K={map_budget})", "", "![selection map](selection_map.png)", "",
       "## Swap experiment: top-K with its lowest-ranked fraction f replaced by max-min picks", "",
       _swap_table(rows, budgets), "",
@@ -252,9 +232,9 @@ def report_md(rows, claims, channel_rows, map_budget, channel_name, beyond="",
       *_agreement_section(rows, budgets),
       *[f"{s}\n" for s in studies if s],
       "## Spatial coverage and attention entropy", "",
-      markdown_table(rows, ("method", "budget", "coverage", "acc_low_attn_entropy",
-                            "acc_high_attn_entropy")), "",
-      "## All results", "", markdown_table(rows, cols), ""])
+      tables.markdown_rows(rows, ("method", "budget", "coverage", "acc_low_attn_entropy",
+                                  "acc_high_attn_entropy")), "",
+      "## All results", "", tables.markdown_rows(rows, cols), ""])
 
 
 def main_rows(rows, plan) -> list:
@@ -293,10 +273,10 @@ def write_all(rows, workdir, records, plan, examples=None):
     section = (beyond_lib.section(main, cfg.beyond, cfg.map_budget) if m >= MIN_OFFLOADED else
                "## Beyond the paper\n\nToo few offloaded images to check the goal.")
   if m >= MIN_OFFLOADED:
-    text, points = progressive.section(records, plan, main, workdir, markdown_table)
+    text, points = progressive.section(records, plan, main, workdir)
     if points:
       files.write(os.path.join(workdir, "progressive.csv"), to_csv(points))
-    studies = (text, uplink.section(records, plan, rows, workdir, markdown_table))
+    studies = (text, uplink.section(records, plan, rows, workdir))
   md = report_md(main, claims,
                  channel.channel_table(sorted(plan.budgets), plan.bits_per_unit, dict(cfg.rates)),
                  cfg.map_budget, cfg.channel, section, studies)

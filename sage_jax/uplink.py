@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax import figures, metrics, stats
+from sage_jax import figures, metrics, stats, tables
 
 # Keeps the erasure stream apart from the `random` rule's, which uses the same seed.
 SALT = 0x6C6F7373  # "loss"
@@ -103,7 +103,7 @@ def _coarse_rows(records, plan, rows, rules) -> list:
   return out
 
 
-def section(records, plan, rows, workdir, markdown_table) -> str:
+def section(records, plan, rows, workdir) -> str:
   """report.md's uplink section (erasure.png, pixel_bits.png); "" for a single condition."""
   if len(plan.conditions) == 1:
     return ""
@@ -124,11 +124,11 @@ def section(records, plan, rows, workdir, markdown_table) -> str:
     text += ["![accuracy vs loss rate](erasure.png)", "",
              f"- {_erasure_sentence(records, plan, k, bits[0])}", ""]
   if len(bits) > 1:
-    text += _bits_part(records, plan, rows, workdir, markdown_table)
+    text += _bits_part(records, plan, rows, workdir)
   return "\n".join(text)
 
 
-def _bits_part(records, plan, rows, workdir, markdown_table) -> list:
+def _bits_part(records, plan, rows, workdir) -> list:
   p, full = plan.uplink.erasure[0], plan.uplink.pixel_bits[0]
   main = [r for r in rows if r["erasure"] == p and r["pixel_bits"] == full]
   mean_acc = lambda m: np.mean([r["offloaded_acc"] for r in main if r["method"] == m])
@@ -165,5 +165,5 @@ def _bits_part(records, plan, rows, workdir, markdown_table) -> list:
   return ["![accuracy vs bits per request](pixel_bits.png)", "", f"- {sentence}", "",
           f"Each bit budget of the {full}-bit rows against the largest budget of coarser units "
           "that fits in it (accuracy %, difference in points, paired):", "",
-          markdown_table(table, ("rule", "bits", "full_k", "full_acc", "coarse_bits", "coarse_k",
-                                 "coarse_acc", "diff", "ci")), ""]
+          tables.markdown_rows(table, ("rule", "bits", "full_k", "full_acc", "coarse_bits",
+                                       "coarse_k", "coarse_acc", "diff", "ci")), ""]
