@@ -16,6 +16,9 @@ from sage_jax import defaults
 FROZEN = "mmr@0.5:cls_all"  # the frozen rule: MMR, relevance weight 0.5, on the cls_all score
 
 BASELINES = ["topk", "random", "sage", "diversity"]
+# The field's 2025 rules at their defaults, comparators of the frozen rule only ("SAGE against
+# the field" in report.md); added after the freeze, so nothing was chosen with them.
+FIELD = list(defaults.FIELD_RULES)
 
 # title, rules (the first leads: the verdict sentence and the map column), then why it
 # helped / did not, written on the development half before the reporting half was run.
@@ -112,7 +115,7 @@ def get_config(arg=None):
   split, half = HALVES[arg]
   c = defaults.sweep_config()
   c.dataset.split = split
-  rules = BASELINES + [r for idea in IDEAS.values() for r in idea["rules"]]
+  rules = BASELINES + [r for idea in IDEAS.values() for r in idea["rules"]] + FIELD
   if arg == "dev":
     rules += [r for idea in IDEAS.values() for r in idea["dev"]]
   c.rules = ",".join(rules)

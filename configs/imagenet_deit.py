@@ -1,8 +1,8 @@
 """The paper's setting: DeiT-Ti/16 edge, DeiT-B/16 server, ImageNet-1K validation.
 
-  python -m sage_jax.convert --src=deit_tiny_patch16_224.safetensors \
+  python -m sage_jax.models.convert --src=deit_tiny_patch16_224.safetensors \
       --dst=checkpoints/deit_tiny.msgpack --variant=Ti/16
-  python -m sage_jax.convert --src=deit_base_patch16_224.safetensors \
+  python -m sage_jax.models.convert --src=deit_base_patch16_224.safetensors \
       --dst=checkpoints/deit_base.msgpack --variant=B/16
   python -m sage_jax.main --config=configs/imagenet_deit.py --workdir=results/imagenet \
       --config.dataset.data_dir=gs://BUCKET/tensorflow_datasets

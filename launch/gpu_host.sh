@@ -73,7 +73,7 @@ ckpt() {
     ckpt_path="$1"
   else
     ckpt_path="$3"
-    run .venv/bin/python -m sage_jax.convert --src="$1" --dst="$3" --variant="$2"
+    run .venv/bin/python -m sage_jax.models.convert --src="$1" --dst="$3" --variant="$2"
   fi
 }
 ckpt "${edge}" Ti/16 checkpoints/deit_tiny.msgpack

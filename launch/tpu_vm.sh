@@ -109,7 +109,7 @@ remote_ckpt() {
   if [[ "$1" == *.msgpack ]]; then
     printf 'mkdir -p checkpoints && cp %s %q\n' "${src}" "$3"
   else
-    printf '.venv/bin/python -m sage_jax.convert --src=%s --dst=%q --variant=%q\n' \
+    printf '.venv/bin/python -m sage_jax.models.convert --src=%s --dst=%q --variant=%q\n' \
       "${src}" "$3" "$2"
   fi
 }

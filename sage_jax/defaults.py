@@ -7,7 +7,14 @@ the full SAGE budget sweep on Fashion-MNIST with the shipped models.
 import ml_collections
 from ml_collections import config_dict
 
-from sage_jax import selection
+from sage_jax import rules
+
+
+PAPER_RULES = ("random", "grid", "topk", "threshold", "sum_threshold", "diversity", "sage", "bat",
+               "tome", "swap@0.25", "swap@0.5")
+# DivPrune, VisPruner, CDPruner, DART at their defaults (docs/field_rules.md); every sweep
+# compares them with SAGE ("SAGE against the field" in report.md).
+FIELD_RULES = ("divprune", "vispruner", "cdpruner", "dart")
 
 
 def fmnist_dataset() -> ml_collections.ConfigDict:
@@ -26,7 +33,7 @@ def fmnist_dataset() -> ml_collections.ConfigDict:
 
 
 def scenes_dataset() -> ml_collections.ConfigDict:
-  """Fashion-MNIST items in cluttered 56x56 scenes (sage_jax/scenes.py): 196 patches of 4px."""
+  """Fashion-MNIST items in cluttered 56x56 scenes (sage_jax/data/scenes.py): 196 patches of 4px."""
   c = fmnist_dataset()
   c.name = "fmnist_scenes"
   c.image_size = 56
@@ -41,7 +48,7 @@ def rule_params() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       name: {p: config_dict.placeholder(float) if v is None else v
              for p, v in rule.params().items()}
-      for name, rule in selection.RULES.items()})
+      for name, rule in rules.RULES.items()})
 
 
 def sweep_config() -> ml_collections.ConfigDict:
@@ -59,14 +66,15 @@ def sweep_config() -> ml_collections.ConfigDict:
   # norm_filtered (importance.IMPORTANCES; docs/beyond.md).
   c.importance = "cls_attention"
   c.gate = ml_collections.ConfigDict(dict(
-      measure="min_entropy",  # min_entropy | entropy | margin | fraction
+      uncertainty="min_entropy",  # min_entropy | entropy | margin | fraction
       eta=0.6,                # bits; offloads 34% of test images with the shipped edge
-      fraction=1 / 3,         # for measure=fraction: offload this share, least confident first
+      fraction=1 / 3,         # for uncertainty=fraction: offload this share, least confident first
   ))
 
   # Rules to run, "name[@value][:importance]": sage@4 sets SAGE's pool ratio to 4 (each
-  # rule's @value parameter: selection.RULES), topk:rollout ranks by rollout instead.
-  c.rules = "random,grid,topk,threshold,sum_threshold,diversity,sage,bat,tome,swap@0.25,swap@0.5"
+  # rule's @value parameter: rules.RULES), topk:rollout ranks by rollout instead. The paper's
+  # rules and baselines, then the field's of 2025 (FIELD_RULES).
+  c.rules = ",".join(PAPER_RULES + FIELD_RULES)
   c.budgets = "4,6,8,12,16,24,32,49"  # patches per offloaded request
   c.budget_bits = ""                   # or budgets in bits per request, e.g. "1000,2000,4000"
   # Every rule's parameters (defaults from its signature): sage.pool_ratio (pool = top
@@ -98,13 +106,14 @@ def report_config() -> ml_collections.ConfigDict:
   """report.md's knobs: intervals, channels, the selection map, the comparisons, the studies."""
   return ml_collections.ConfigDict(dict(
       n_boot=1000,        # bootstrap resamples for the 95% intervals and the paired test
-      channel="nb_iot",   # uplink for the latency plot (see sage_jax/channel.py CHANNELS)
+      channel="nb_iot",   # uplink for the latency plot (see sage_jax/report/link_cost.py CHANNELS)
       rates="",           # "name=bits_per_s,...": own channel table instead of CHANNELS
       map_budget=8,       # budget shown in the selection map (the nearest one swept)
       map_examples=6,     # offloaded images (rows) in the selection map
       moderate=(12, 24),  # budgets counted as "moderate" in the paper-claims check
       # Rules every rule is also compared with, paired on the same images: columns
       # diff_vs_<rule> (+ _lo/_hi, bootstrap 95%) and p_vs_<rule> (McNemar); topk's always.
+      # (report.md's "SAGE against the field" compares with sage whatever this says.)
       compare_to="topk",
       # report.md's "Beyond the paper" section (configs/fmnist_beyond.py): the rule frozen on
       # the development half, which half this run is, and the ideas tried, each
@@ -161,7 +170,7 @@ def imagenet_deit() -> ml_collections.ConfigDict:
       mean=(0.485, 0.456, 0.406),  # timm's IMAGENET_DEFAULT_MEAN/STD, as DeiT
       std=(0.229, 0.224, 0.225),
   ))
-  # Converted with `python -m sage_jax.convert` (timm / HF / .npz weights).
+  # Converted with `python -m sage_jax.models.convert` (timm / HF / .npz weights).
   c.edge = ml_collections.ConfigDict(dict(variant="Ti/16",
                                           checkpoint="checkpoints/deit_tiny.msgpack"))
   c.server = ml_collections.ConfigDict(dict(variant="B/16",
@@ -178,7 +187,7 @@ def imagenet_deit() -> ml_collections.ConfigDict:
 
 
 def benchmark_config(shapes: str = "fmnist,deit") -> ml_collections.ConfigDict:
-  """The benchmark against PyTorch and the sweep at scale (sage_jax/benchmark.py,
+  """The benchmark against PyTorch and the sweep at scale (sage_jax/measure/benchmark.py,
   docs/benchmark.md); random weights at each shape of `shapes` (fmnist, deit)."""
   return ml_collections.ConfigDict(dict(
       mode="measure",
@@ -208,7 +217,7 @@ def benchmark_config(shapes: str = "fmnist,deit") -> ml_collections.ConfigDict:
 
 
 def rehearsal_config() -> ml_collections.ConfigDict:
-  """The ImageNet-shape rehearsal (sage_jax/rehearsal.py, docs/imagenet.md): the paper
+  """The ImageNet-shape rehearsal (sage_jax/measure/rehearsal.py, docs/imagenet.md): the paper
   config, CPU-sized. An empty data_dir means the synthetic split, an empty checkpoint
   random weights (both made under rehearsal.cache_dir)."""
   c = imagenet_deit()
@@ -219,7 +228,7 @@ def rehearsal_config() -> ml_collections.ConfigDict:
   c.budgets = "16,64"
   c.rules = "topk,sage,threshold"
   c.num_images = 1000
-  c.gate.measure = "fraction"  # random weights: offload the paper's share, not everything
+  c.gate.uncertainty = "fraction"  # random weights: offload the paper's share, not everything
   c.gate.fraction = 0.357
   c.report.map_budget = 16
   c.report.moderate = (16, 64)
@@ -236,7 +245,7 @@ def rehearsal_config() -> ml_collections.ConfigDict:
 
 def roofline_config() -> ml_collections.ConfigDict:
   """The ImageNet sweep projected onto accelerators by a roofline, the method checked on
-  this CPU (sage_jax/roofline.py, docs/imagenet.md)."""
+  this CPU (sage_jax/measure/roofline.py, docs/imagenet.md)."""
   return ml_collections.ConfigDict(dict(
       mode="measure",
       measures="roofline",

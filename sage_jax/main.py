@@ -1,6 +1,6 @@
 """Entry point: `python -m sage_jax.main --config=configs/X.py --workdir=DIR`.
 
-config.mode picks the job: "sweep", "train" or "measure" (`measure.MEASURES`). Bad input
+config.mode picks the job: "sweep", "train" or "measure" (`run.MEASURES`). Bad input
 ends with one line naming the bad value and exit code 2; --verbose adds the traceback.
 """
 import sys
@@ -10,7 +10,8 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from sage_jax import compile_cache, distributed
+from sage_jax.sweep import compile_cache
+from sage_jax.sweep import distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.", lock_config=True)
@@ -32,14 +33,14 @@ def run_job(config, workdir: str, new_subdir: bool = False, compile_stats=None):
     raise ValueError(f"conflicting flags: --new_subdir applies to sweeps, not to "
                      f"mode={config.mode}")
   if config.mode == "train":
-    from sage_jax import train
+    from sage_jax.models import train
     return train.train_and_save(config, workdir)
   if config.mode == "sweep":
-    from sage_jax import sweep
-    return sweep.run(config, workdir, new_subdir, compile_stats=compile_stats)
+    from sage_jax.sweep import loop
+    return loop.run(config, workdir, new_subdir, compile_stats=compile_stats)
   if config.mode == "measure":
-    from sage_jax import measure
-    return measure.run_measures(config, workdir)
+    from sage_jax.measure import run
+    return run.run_measures(config, workdir)
   raise ValueError(f"unknown mode {config.mode!r}; allowed: sweep, train, measure")
 
 

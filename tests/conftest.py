@@ -10,8 +10,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Hypothesis profiles. "ci", the default, is derandomized: the same examples every run, so
 # a property test cannot fail by chance on good code. "random" draws new examples, 500 per
 # test (HYPOTHESIS_MAX_EXAMPLES sets another count), for a developer hunting for bugs:
-#   HYPOTHESIS_PROFILE=random pytest tests/test_properties.py
-#   pytest tests/test_properties.py --hypothesis-profile=random   (hypothesis's own option)
+#   HYPOTHESIS_PROFILE=random pytest tests/rules/test_properties.py
+#   pytest tests/rules/test_properties.py --hypothesis-profile=random   (hypothesis's own option)
 settings.register_profile("ci", derandomize=True, max_examples=8, deadline=None,
                           print_blob=True, database=None)
 settings.register_profile("random", derandomize=False, deadline=None, print_blob=True,
@@ -24,7 +24,7 @@ def _session_compile_cache(tmp_path_factory):
   """One compilation cache per test session (per xdist worker), as `main` turns on for every
   run: the many small in-process sweeps share most of their steps (test_sweep, test_report,
   test_workdir and test_train: 218 s instead of 304 s). It changes no result
-  (tests/test_compile_cache.py); the tests that run `python -m sage_jax.main` use the flag's
+  (tests/sweep/test_compile_cache.py); the tests that run `python -m sage_jax.main` use the flag's
   per-user default or their own folder."""
-  from sage_jax import compile_cache  # pylint: disable=import-outside-toplevel
+  from sage_jax.sweep import compile_cache  # pylint: disable=import-outside-toplevel
   compile_cache.enable(str(tmp_path_factory.mktemp("jax_cache")))

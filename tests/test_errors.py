@@ -33,13 +33,16 @@ CASES = {
     "coverage_grid": (["--config.coverage_grid=0"],
                       "coverage_grid 0 is not allowed; allowed: 1..7 (the patch grid's side)"),
     "n_boot": (["--config.report.n_boot=0"], "report.n_boot 0 is not allowed; it must be >= 1"),
+    "progressive_max_budget": (["--config.report.progressive.max_budget=-3"],
+                               "report.progressive.max_budget -3 is not allowed; give 0 (N/2) or "
+                               "a budget >= 1"),
     # Config values are checked before any model is loaded: the bad value is named, not
     # the missing checkpoint.
     "bad_value_before_missing_ckpt": (["--config.edge.checkpoint=/nonexistent/edge.msgpack",
                                        "--config.coverage_grid=0"],
                                       "coverage_grid 0 is not allowed"),
     "negative_eta": (["--config.gate.eta=-1"], "gate.eta -1.0 is not allowed; it must be >= 0"),
-    "unknown_measure": (["--config.gate.measure=maxprob"], "unknown offload measure 'maxprob'"),
+    "unknown_uncertainty": (["--config.gate.uncertainty=maxprob"], "unknown offload uncertainty 'maxprob'"),
     "num_images": (["--config.num_images=0"], "num_images 0 is not allowed"),
     "not_divisible": (["--config.dataset.image_size=30"],
                       "image size 30 is not divisible by patch size 4 of the edge's variant"),
@@ -110,7 +113,7 @@ def test_bad_checkpoint_files(what, data, tmp_path):
 
 def test_nan_in_model_output(tmp_path):
   import numpy as np
-  from sage_jax import checkpoints
+  from sage_jax.models import checkpoints
   params, meta = checkpoints.load(os.path.join(ROOT, "checkpoints/fmnist_server.msgpack"))
   params["head"]["bias"] = np.full_like(params["head"]["bias"], np.nan)
   path = str(tmp_path / "nan_server.msgpack")

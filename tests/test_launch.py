@@ -46,8 +46,8 @@ def test_gpu_dry_run_converts_only_non_msgpack(sources):
   cmds = _commands(out.stdout)
   assert any(f"pip install -q -e . jax\\[cuda12\\]=={JAX_VERSION}" in c for c in cmds)
   assert not any("torch" in c for c in cmds)  # .safetensors and .msgpack need no torch
-  converts = [c for c in cmds if "sage_jax.convert" in c]
-  assert converts == [f".venv/bin/python -m sage_jax.convert --src={edge} "
+  converts = [c for c in cmds if "sage_jax.models.convert" in c]
+  assert converts == [f".venv/bin/python -m sage_jax.models.convert --src={edge} "
                       "--dst=checkpoints/deit_tiny.msgpack --variant=Ti/16"]
   sweep = cmds[-1]
   assert sweep.startswith(".venv/bin/python -m sage_jax.main --config=configs/imagenet_deit.py")
@@ -79,7 +79,7 @@ def test_tpu_dry_run(sources):
   ssh = [c for c in cmds if " ssh " in c][0]
   assert "--worker=all" in ssh
   assert "/sage_jax.tgz " in scp_up and "tar -xzf ~/sage_jax.tgz" in ssh  # the same archive
-  for part in ("sage_jax.convert", "--variant=Ti/16", "jax[tpu]", "sage_jax.main",
+  for part in ("sage_jax.models.convert", "--variant=Ti/16", "jax[tpu]", "sage_jax.main",
                "--config.dataset.data_dir=gs://bucket/tfds", "--config.num_images=1000"):
     assert part in ssh, part
   assert "--variant=B/16" not in ssh  # the server is already a .msgpack
@@ -96,8 +96,8 @@ def test_gpu_paths_are_taken_from_the_callers_directory(tmp_path):
              "--data-dir=tfds", "--workdir=res/imagenet", cwd=tmp_path)
   assert out.returncode == 0, out.stderr
   cmds = _commands(out.stdout)
-  assert [c for c in cmds if "sage_jax.convert" in c] == [
-      f".venv/bin/python -m sage_jax.convert --src={hf} --dst=checkpoints/deit_tiny.msgpack "
+  assert [c for c in cmds if "sage_jax.models.convert" in c] == [
+      f".venv/bin/python -m sage_jax.models.convert --src={hf} --dst=checkpoints/deit_tiny.msgpack "
       "--variant=Ti/16"]
   assert any(f"torch=={TORCH} --index-url https://download.pytorch.org/whl/cpu" in c for c in cmds)
   for part in (f"--workdir={tmp_path}/res/imagenet", f"--config.dataset.data_dir={tmp_path}/tfds",

@@ -2,7 +2,7 @@
 import os
 import re
 
-from sage_jax import selection
+from sage_jax import rules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_readme_python_examples_run(capsys, monkeypatch):
   """Both examples (adding a rule, using the library) run as written; the rule they register
   goes into a copy of the registry."""
-  monkeypatch.setattr(selection, "RULES", dict(selection.RULES))
+  monkeypatch.setattr(rules, "RULES", dict(rules.RULES))
   text = open(os.path.join(ROOT, "README.md")).read()
   blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
   assert len(blocks) == 2, "README has two python examples"

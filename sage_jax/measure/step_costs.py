@@ -1,0 +1,97 @@
+"""FLOPs and bytes XLA counts for each compiled step of the sweep. XLA counts a loop body
+once, so a budget step is select = step - chunk, then select + trips x chunk (docs/imagenet.md).
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sage_jax.measure import harness
+from sage_jax.sweep import pipeline
+
+
+class Cost(NamedTuple):
+  flops: float
+  bytes: float
+
+
+def budget_cost(select: Cost, chunk: Cost, trips: float) -> Cost:
+  """The budget step with its server loop run `trips` times."""
+  return Cost(select.flops + chunk.flops * trips, select.bytes + chunk.bytes * trips)
+
+
+def select_cost(step: Cost, chunk: Cost) -> Cost:
+  """The budget step without the one server chunk XLA counted in it: selection + dedup."""
+  return Cost(max(step.flops - chunk.flops, 0.0), max(step.bytes - chunk.bytes, 0.0))
+
+
+def cost_of(compiled) -> Cost:
+  """compiled.cost_analysis() (a dict, or a list of one dict per program) -> Cost."""
+  ca = compiled.cost_analysis()
+  ca = ca if isinstance(ca, dict) else ca[0]
+  return Cost(float(ca.get("flops", 0.0)), float(ca.get("bytes accessed", 0.0)))
+
+
+def projection_plan(shape, rules=(), budgets=(), dtype="float32", batch=0, server_batch=0):
+  """The shape's sweep config (its rules and budgets unless given) -> its plan."""
+  return harness.configured(harness.shape(shape)[0](), rules, budgets, dtype, batch, server_batch)
+
+
+def _rows(x, n):
+  """The first n rows of x (repeated if x has fewer): an array or a ShapeDtypeStruct."""
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct((n,) + x.shape[1:], x.dtype)
+  return np.take(np.asarray(x), np.arange(n) % len(x), axis=0)
+
+
+def compile_steps(pipe, server, images):
+  """Every step compiled at `images` (arrays: the steps run; a ShapeDtypeStruct: nothing
+  runs) -> [(name, compiled, args, cost)], budgets ascending, each after its chunk."""
+  abstract = isinstance(images, jax.ShapeDtypeStruct)
+  s, p = pipe.plan.server_batch_size, pipe.server_params
+  given = lambda shape, dtype, value: jax.ShapeDtypeStruct(shape, dtype) if abstract else value
+  put = (lambda tree: tree) if abstract else pipe.put
+  out = []
+
+  def step(name, fn, *args, static=()):
+    """fn compiled (static: trailing arguments) -> a call giving its outputs (or shapes)."""
+    compiled = harness.aot(fn, *args, *static)[0]
+    out.append((name, compiled, args, cost_of(compiled)))
+    return lambda: jax.eval_shape(fn, *args, *static) if abstract else compiled(*args)
+
+  edge = step("edge", pipe.steps.edge, pipe.edge_params, put(images))()
+  edge = edge if abstract else jax.device_get(edge)
+  batch = put(dict(image=_rows(images, s),
+                   index=given((s,), jnp.int32, np.arange(s, dtype=np.int32)),
+                   importance={k: _rows(v, s) for k, v in edge["importance"].items()},
+                   tokens=_rows(edge["tokens"], s), valid=given((s,), jnp.bool_, np.ones(s, bool))))
+  known = step("ceiling", pipe.steps.ceiling, p, batch["image"])()[1]
+  chunk = jax.jit(lambda p, x, idx, mask: server.apply({"params": p}, x, idx, mask, True)[0])
+  for k in sorted(pipe.plan.budgets):
+    idx = put(given((s, k), jnp.int32, np.tile(np.arange(k, dtype=np.int32), (s, 1))))
+    step(("chunk", k), chunk, p, batch["image"], idx,
+         put(given((s, k), jnp.bool_, np.ones((s, k), bool))))
+    known = step(("budget", k), pipe.steps.budget, p, batch, known, static=(k,))()[1]
+  return out
+
+
+def costs_by_step(compiled) -> dict:
+  """compile_steps' list -> {"edge", "ceiling", ("chunk", k), ("select", k)}: Costs."""
+  costs = {}
+  for name, _, _, cost in compiled:
+    if isinstance(name, tuple) and name[0] == "budget":  # its chunk was compiled just before
+      costs[("select", name[1])] = select_cost(cost, costs[("chunk", name[1])])
+    else:
+      costs[name] = cost
+  return costs
+
+
+def step_costs(plan) -> dict:
+  """The plan's steps, shapes only (nothing runs) -> costs_by_step."""
+  models = harness.random_models(plan)
+  pipe = pipeline.build(plan, models)
+  ds = plan.dataset
+  images = jax.ShapeDtypeStruct((pipe.plan.batch_size, ds.image_size, ds.image_size,
+                                 ds.channels), jnp.float32)
+  return costs_by_step(compile_steps(pipe, models.server, images))
