@@ -125,10 +125,18 @@ def report_config() -> ml_collections.ConfigDict:
       # threshold; every threshold is evaluated. rtt_ms is an assumed round trip per request
       # (not a measurement). Goal: the best rule's progressive accuracy reaches the best
       # fixed accuracy at goal_budget (0: no goal) with <= goal_share of its mean units.
+      # signal_rules: rules whose server log-probabilities the records keep (float16, at the
+      # schedule's budgets; auto: topk, sage, diversity, sage_nested where run; all; ""), for
+      # the stop signals beyond the confidence (report/stopping.py). stopping: "" shows the
+      # fronts of those that need no calibration; configs/*_progressive.py fit and choose on
+      # the development half (mode fit) and freeze the choices for the reporting half.
       progressive=ml_collections.ConfigDict(dict(
           max_budget=0,
           thresholds=",".join(f"{t / 20:g}" for t in range(21)) + ",0.98,0.99,0.999",
-          rtt_ms=500.0, goal_budget=24, goal_share=0.6)),
+          rtt_ms=500.0, goal_budget=24, goal_share=0.6, signal_rules="auto",
+          stopping=ml_collections.ConfigDict(dict(
+              mode="", half="", patience="1,2,3", deltas="0.02,0.05", epsilon=0.1,
+              temperatures=(), frozen=())))),
   ))
 
 
@@ -181,6 +189,8 @@ def imagenet_deit() -> ml_collections.ConfigDict:
   c.report.map_budget = 48
   c.report.moderate = (48, 96)
   c.report.progressive.goal_budget = 48
+  # 1,000 classes: the log-probabilities of three rules at five budgets would add ~0.5 GB.
+  c.report.progressive.signal_rules = ""
   c.batch_size = 256                 # edge batch (DeiT-Ti); sized for one GPU/TPU chip
   c.server_batch_size = 64           # offloaded images per server step (x rules per B/16 call)
   return c

@@ -194,7 +194,7 @@ def accuracy_plot(rows, path, x="budget", rate="nb_iot"):
 
 def line_plot(series, xlabel, path, ceiling=None, marks=()):
   """Accuracy (%) vs x, one line per series dict (label, x, y in [0, 1], and optional lo/hi
-  interval bounds and matplotlib style: color, ls, marker); ceiling: a row with ceiling_acc
+  interval bounds and matplotlib style: color, ls, marker, ms); ceiling: a row with ceiling_acc
   (a dashed line); marks: (x, y, label, axvline x or None) drawn in black."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -204,7 +204,8 @@ def line_plot(series, xlabel, path, ceiling=None, marks=()):
     if "lo" in s:
       err = np.nan_to_num(np.clip([y - 100 * np.asarray(s["lo"]), 100 * np.asarray(s["hi"]) - y],
                                   0.0, None), nan=0.0)
-    ax.errorbar(s["x"], y, yerr=err, ms=4, capsize=2, lw=1.2, elinewidth=0.7, label=s["label"],
+    ax.errorbar(s["x"], y, yerr=err, ms=s.get("ms", 4), capsize=2, lw=1.2, elinewidth=0.7,
+                label=s["label"],
                 **{k: s[k] for k in ("color", "ls", "marker") if k in s})
   if ceiling is not None and np.isfinite(ceiling["ceiling_acc"]):
     ax.axhline(100 * ceiling["ceiling_acc"], color="k", ls="--", lw=1,

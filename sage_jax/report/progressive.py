@@ -6,6 +6,10 @@ and the server answers from the rule's set at that budget. An image stops at the
 budget whose confidence reaches the threshold, or at the last. Units are counted as the
 records' units_sent: the union of the rule's sets so far (a rule whose set changes with K
 pays for every new unit). Arrays are indexed [step, image] over the schedule's budgets.
+Beside the confidence, the stop signals of report/stopping.py (patience, the anytime product,
+the edge's opinion, consecutive KL, the next step's cost, temperature scaling) each give a
+front; report/stop_study.py fits and chooses them on a development half or checks frozen
+choices on a reporting half.
 """
 import os
 
@@ -14,22 +18,24 @@ import numpy as np
 from sage_jax.report import figures
 from sage_jax.report import metrics
 from sage_jax.report import stats
+from sage_jax.report import stop_study
+from sage_jax.report import stopping
 from sage_jax.report import tables
 
 
 # How an image stops: its confidence alone, or with the answer also equal to the previous
 # step's (a second opinion from more evidence; the first step cannot stop then).
 STOPS = ("confidence", "agree+confidence")
+# Then the signals that need no calibration: on every rule from the answers, confidences and
+# units; on the signal rules from their log-probabilities (and temperature where fitted).
+PLAIN = ("cost", "patience")
+FROM_LOGP = ("product", "edge", "kl", "temperature")
 
 
 def stop_step(confidence, threshold: float, pred=None) -> np.ndarray:
   """i32[I]: the first step whose confidence reaches `threshold` (and, given pred [step,
   image], whose answer equals the step before's), else the last step."""
-  reached = np.asarray(confidence) >= threshold
-  if pred is not None:
-    pred = np.asarray(pred)
-    reached &= np.concatenate([np.zeros_like(reached[:1]), pred[1:] == pred[:-1]])
-  return np.where(reached.any(0), reached.argmax(0), reached.shape[0] - 1).astype(np.int32)
+  return stopping.threshold_stop(confidence, threshold, pred)
 
 
 def evaluate(correct, confidence, units, threshold: float, pred=None) -> dict:
@@ -71,24 +77,62 @@ def _arrays(records, plan, i) -> tuple:
           records["units_sent"][:, i][:, cols].T, pred.T)
 
 
-def pareto_points(records, plan) -> list:
-  """One dict per (rule, threshold): accuracy, mean units and bits sent, mean round trips
-  and mean latency per channel (serialisation of the bits + one round trip per request)."""
-  prog, unit_bits = plan.report.progressive, plan.condition_bits[plan.reference][2]
-  out = []
+def rule_arrays(records, plan) -> dict:
+  """rule -> what its stop signals read: correct, conf, units, pred [step, image], label
+  [image], and for the signal rules logp f32[step, image, class] and edge_logp [image, class]."""
+  prog, out = plan.report.progressive, {}
+  label = records["label"][records["offloaded"].astype(bool)]
   for i, rule in enumerate(plan.labels):
     correct, conf, units, pred = _arrays(records, plan, i)
-    for stop, t in ((stop, t) for stop in STOPS for t in prog.thresholds):
-      e = evaluate(correct, conf, units, t, pred if stop != "confidence" else None)
-      bits = e["mean_units"] * unit_bits
-      out.append(dict(rule=rule, stop=stop, threshold=t, accuracy=e["accuracy"],
-                      mean_units=e["mean_units"], mean_bits=bits, mean_rounds=e["mean_rounds"],
-                      **{f"latency_ms_{name}": bits / rate * 1e3 + e["mean_rounds"] * prog.rtt_ms
-                         for name, rate in plan.report.rates}))
+    out[rule] = dict(correct=correct, conf=conf, units=units, pred=pred, label=label)
+    if rule in prog.signal_rules and "server_logp" in records:
+      logp = records["server_logp"][:, prog.signal_rules.index(rule)]  # [image, step, class]
+      out[rule].update(logp=logp.transpose(1, 0, 2).astype(np.float32),
+                       edge_logp=records["edge_logp"].astype(np.float32))
   return out
 
 
-def goal(records, plan, rows, pts) -> dict:
+def signal_settings(arrays, plan, temperatures) -> list:
+  """(rule, signal, setting, stop i32[I]) of every front: STOPS, cost and the thresholds on
+  every rule, patience at each t, the log-probability signals on the rules that have them
+  (temperature where `temperatures` has the rule)."""
+  prog, out = plan.report.progressive, []
+  for rule, a in arrays.items():
+    signals = STOPS + PLAIN + tuple(
+        s for s in FROM_LOGP if "logp" in a and (s != "temperature" or rule in temperatures))
+    for signal in signals:
+      if signal == "patience":
+        out += [(rule, signal, t, stopping.patience_stop(a["pred"], t))
+                for t in prog.stopping.patience]
+        continue
+      score = stopping.scores(signal, a, temperatures.get(rule))
+      pred = a["pred"] if signal == "agree+confidence" else None
+      out += [(rule, signal, t, stopping.threshold_stop(score, t, pred)) for t in prog.thresholds]
+  return out
+
+
+def point(plan, a, rule, signal, setting, stop) -> dict:
+  """A stop rule's point: accuracy, mean units and bits sent, mean round trips and mean
+  latency per channel (serialisation of the bits + one round trip per request)."""
+  prog, unit_bits = plan.report.progressive, plan.condition_bits[plan.reference][2]
+  images = np.arange(stop.shape[0])
+  acc = float(a["correct"][stop, images].mean())
+  units, rounds = float(a["units"][stop, images].mean()), float((stop + 1).mean())
+  bits = units * unit_bits
+  return dict(rule=rule, stop=signal, threshold=setting, accuracy=acc, mean_units=units,
+              mean_bits=bits, mean_rounds=rounds,
+              **{f"latency_ms_{name}": bits / rate * 1e3 + rounds * prog.rtt_ms
+                 for name, rate in plan.report.rates})
+
+
+def pareto_points(records, plan, arrays=None, temperatures=None) -> list:
+  """One point (`point`) per (rule, stop signal, setting) of `signal_settings`."""
+  arrays = rule_arrays(records, plan) if arrays is None else arrays
+  return [point(plan, arrays[rule], rule, signal, setting, stop)
+          for rule, signal, setting, stop in signal_settings(arrays, plan, temperatures or {})]
+
+
+def goal(records, plan, rows, pts, temperatures=None, arrays=None) -> dict:
   """The goal: the most accurate progressive point with at most goal_share of the mean units
   of the best fixed rule at goal_budget, against that rule (paired over images)."""
   prog = plan.report.progressive
@@ -108,8 +152,9 @@ def goal(records, plan, rows, pts) -> dict:
              last=prog.schedule[-1], oracle=_oracle_units(records, plan, best["method"]))
   if within:
     p = max(within, key=lambda q: (q["accuracy"], -q["mean_units"]))
-    correct, conf, units, pred = _arrays(records, plan, plan.labels.index(p["rule"]))
-    stop = stop_step(conf, p["threshold"], pred if p["stop"] != "confidence" else None)
+    a = (rule_arrays(records, plan) if arrays is None else arrays)[p["rule"]]
+    correct, units = a["correct"], a["units"]
+    stop = stopping.stop_of(p["stop"], a, p["threshold"], (temperatures or {}).get(p["rule"]))
     images = np.arange(stop.shape[0])
     ref = metrics.correct(records, _column(plan, plan.labels.index(best["method"])),
                           plan.budgets.index(prog.goal_budget))
@@ -143,7 +188,8 @@ def _goal_sentence(g, prog) -> str:
           f"{g['units_ci'][0]:.2f}-{g['units_ci'][1]:.2f}) and {p['mean_rounds']:.2f} round "
           f"trips; minus the fixed rule, paired: {metrics.format_points(d['diff'])} points "
           f"[95% CI {metrics.format_points(d['lo'])}, {metrics.format_points(d['hi'])}]. The "
-          "point is chosen on these images among every rule and threshold, so its accuracy is optimistic."
+          "point is chosen on these images among every rule, stop signal and setting, so its "
+          "accuracy is optimistic."
           + _fewest(g))
 
 
@@ -171,13 +217,17 @@ def section(records, plan, rows, workdir) -> tuple:
   prog = plan.report.progressive
   if not prog.schedule or not prog.thresholds:
     return "", []
-  pts = pareto_points(records, plan)
-  g = goal(records, plan, rows, pts) if prog.goal_budget else None
+  arrays = rule_arrays(records, plan)
+  temps = stop_study.temperatures(arrays, prog.stopping)
+  pts = pareto_points(records, plan, arrays, temps)
+  g = goal(records, plan, rows, pts, temps, arrays) if prog.goal_budget else None
   at = {(p["mean_units"], p["accuracy"]): p for p in pts}  # one point per (units, accuracy)
   table = [at[q] for q in pareto(at)]
   shown = list(dict.fromkeys([r for r in ("topk", "sage", "sage_nested") if r in plan.labels]
-                             + [p["rule"] for p in table[-1:]]))
-  _plot(rows, pts, shown, g, os.path.join(workdir, "progressive.png"))
+                             + [p["rule"] for p in table[-1:]]
+                             + ([g["fixed"]["method"]] if g and g["fixed"] else [])))
+  oracles = [(rule, _oracle_point(arrays[rule])) for rule in shown]
+  _plot(rows, pts, shown, g, oracles, os.path.join(workdir, "progressive.png"))
   lat = [k for k in pts[0] if k.startswith("latency_ms_")]
   table = [dict(p, accuracy=f"{100 * p['accuracy']:.1f}", mean_units=f"{p['mean_units']:.2f}",
                 mean_bits=f"{p['mean_bits']:.0f}", mean_rounds=f"{p['mean_rounds']:.2f}",
@@ -192,27 +242,60 @@ def section(records, plan, rows, workdir) -> tuple:
           "last budget; "
           "units count everything sent so far (the union of the rule's sets). Latency: "
           f"serialisation plus an assumed {prog.rtt_ms:g} ms round trip per request. "
-          "Every (rule, threshold) point is in progressive.csv.", "",
+          "Every (rule, stop, threshold) point is in progressive.csv.", "",
+          _signals_text(prog), "",
           "![progressive offloading](progressive.png)", ""]
   text += [f"- {_goal_sentence(g, prog)}", ""] if g else []
+  if prog.stopping.mode:
+    text += [stop_study.section(arrays, plan, rows, pts, temps, workdir), ""]
   text += ["Points no other (rule, stop, threshold) beats in both accuracy and mean units "
            "(accuracy %, latency ms):", "",
            tables.markdown_rows(table, cols), ""]
   return "\n".join(text), pts
 
 
-def _plot(rows, pts, rules, g, path):
-  """Each rule of `rules` at fixed budgets (solid) and its best progressive points (dashed:
-  its Pareto front over stops and thresholds), the goal's mark."""
-  series = []
+def _signals_text(prog) -> str:
+  rules = ", ".join(f"`{r}`" for r in prog.signal_rules) or "none"
+  return ("Other stop signals (sage_jax/report/stopping.py; the answer is always the server's "
+          "at the step it stops): `patience` t (the answer unchanged for t steps; the "
+          "threshold column holds t) and `cost` (the doubt 1 - confidence per unit the next "
+          "request would add, scaled by the first request's units) on every rule; on the "
+          f"rules whose log-probabilities the records keep ({rules}), `product` (the "
+          "probability of the answer under the product of the softmaxes so far), `edge` "
+          "(under the product of the edge's softmax and the server's), `kl` (exp(-KL) "
+          "between consecutive steps' softmaxes) and, where temperatures were fitted on a "
+          "calibration half, `temperature` (the max softmax at one temperature per budget).")
+
+
+def _oracle_point(a) -> tuple:
+  """(mean units, accuracy) when each image stops at the first step whose answer is its
+  last step's (`stopping.oracle_stop`)."""
+  stop = stopping.oracle_stop(a["pred"])
+  images = np.arange(stop.shape[0])
+  return float(a["units"][stop, images].mean()), float(a["correct"][stop, images].mean())
+
+
+# Line styles of the signals' fronts in progressive.png, one per signal.
+_STYLES = dict(zip(STOPS + PLAIN + FROM_LOGP,
+                   [("C0", "x"), ("C1", "+"), ("C2", "v"), ("C3", "^"), ("C4", "s"),
+                    ("C5", "D"), ("C6", "P"), ("C9", "h")]))
+
+
+def _plot(rows, pts, rules, g, oracles, path):
+  """Each rule of `rules` at fixed budgets (solid, grey shades), each stop signal's front over
+  every rule and setting (dashed), each rule's oracle stop (stars), the goal's mark."""
+  series, grey = [], lambda i: f"{0.1 + 0.65 * i / max(len(rules) - 1, 1):.2f}"
   for i, rule in enumerate(rules):
-    style = dict(color=f"C{i % 10}")
     fixed = sorted((r["mean_units"], r["offloaded_acc"]) for r in rows if r["method"] == rule)
-    prog = pareto([(p["mean_units"], p["accuracy"]) for p in pts if p["rule"] == rule])
-    series += [dict(label=f"{rule} fixed K", x=[u for u, _ in fixed], y=[a for _, a in fixed],
-                    marker="o", **style),
-               dict(label=f"{rule} progressive", x=[u for u, _ in prog], y=[a for _, a in prog],
-                    marker="x", ls="--", **style)]
+    series.append(dict(label=f"{rule} fixed K", x=[u for u, _ in fixed],
+                       y=[a for _, a in fixed], marker="o", color=grey(i)))
+  for signal, (color, marker) in _STYLES.items():
+    front = pareto([(p["mean_units"], p["accuracy"]) for p in pts if p["stop"] == signal])
+    if front:
+      series.append(dict(label=f"{signal} (front)", x=[u for u, _ in front],
+                         y=[a for _, a in front], marker=marker, ls="--", color=color))
+  series += [dict(label=f"oracle stop ({rule})", x=[u], y=[a], marker="*", ls="", ms=11,
+                  color=grey(i)) for i, (rule, (u, a)) in enumerate(oracles)]
   marks = []
   if g and g["fixed"] is not None:
     f = g["fixed"]

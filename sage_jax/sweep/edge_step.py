@@ -8,7 +8,7 @@ from sage_jax import importance
 from sage_jax.sweep import offload
 
 # What the host reads of an edge batch; the rest stays on the devices.
-SMALL = ("pred", "uncertainty", "finite", "attn_entropy")
+SMALL = ("pred", "uncertainty", "finite", "attn_entropy", "logits")
 
 
 def make_edge_step(model, importances, uncertainty_name):
@@ -25,5 +25,6 @@ def make_edge_step(model, importances, uncertainty_name):
     # Entropy of the importance distribution (bits): low = attention on few patches.
     attn_entropy = -(default * jnp.log2(jnp.maximum(default, 1e-30))).sum(-1)
     return dict(pred=logits.argmax(-1).astype(jnp.int32), uncertainty=uncertainty(logits),
-                importance=imp, tokens=out["tokens"], finite=finite, attn_entropy=attn_entropy)
+                importance=imp, tokens=out["tokens"], finite=finite, attn_entropy=attn_entropy,
+                logits=logits.astype(jnp.float32))
   return edge_step

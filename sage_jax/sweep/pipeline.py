@@ -113,6 +113,22 @@ def uncertainties(pipe: Pipeline, batches, timer=timing.NULL) -> tuple:
 
 # Keys of `evaluate`'s records that hold selection-map examples, not per-image decisions.
 MAP_KEYS = ("map_image", "map_keep_idx", "map_keep_mask")
+# The stop signals' log-probabilities (float16, offloaded images only): the server's of the
+# signal rules at the progressive schedule's budgets, and the edge's.
+LOGP_KEYS = ("server_logp", "edge_logp")
+
+
+def _keeps_logp(plan) -> bool:
+  prog = plan.report.progressive
+  return bool(prog.signal_rules and prog.schedule)
+
+
+def log_softmax16(logits) -> np.ndarray:
+  """f16[..., C]: log-softmax of f32 logits, computed in float64 on the host (the same
+  numbers on every device kind), stored in float16 (probabilities to ~1e-3 relative)."""
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(-1, keepdims=True)
+  return (z - np.log(np.exp(z).sum(-1, keepdims=True))).astype(np.float16)
 
 
 def _regroup_fns(pipe: Pipeline):
@@ -173,7 +189,8 @@ class _Loop:
       self.per_off += ("on_item",)
     self.records = {k: [] for k in ("index", "label", "edge_pred", "score", "offloaded",
                                     "attn_entropy", "off_index", "ceiling_pred")
-                    + self.per_off + MAP_KEYS + (("item_patches",) if plan.boxes else ())}
+                    + self.per_off + MAP_KEYS + (("item_patches",) if plan.boxes else ())
+                    + (LOGP_KEYS if _keeps_logp(plan) else ())}
     self.counts = dict(edge_batches=0, server_batches=0, server_rows_run=0, server_rows_all=0,
                        server_calls=dict.fromkeys(["ceiling"] + [str(k) for k in plan.budgets],
                                                   0))
@@ -189,7 +206,9 @@ def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None
   offloaded, attn_entropy for every image; off_index, ceiling_pred, units / demand /
   coverage / units_sent (the union of the rule's sets up to this budget) [m, R, nB] and
   server_pred / server_conf (max probability) / kl_full [m, U * R, nB] (U uplink conditions,
-  condition-major) for the m offloaded images; map_image (u8, for display) /
+  condition-major) for the m offloaded images; with signal rules (report.progressive),
+  server_logp f16[m, R_sig, nS, C] (the reference condition, the schedule's budgets) and
+  edge_logp f16[m, C], log-softmaxes for the stop signals; map_image (u8, for display) /
   map_keep_idx / map_keep_mask [R, K] of the first report.map_examples offloaded images at
   the map budget. counts: edge_batches, server_batches, server_calls per budget ("ceiling"
   too), server_rows_run and server_rows_all ((rule, budget, image) rows).
@@ -247,6 +266,8 @@ def _read_edge(loop: _Loop, batch, rows, out):
   loop.on_images(int(v.sum() - off.sum()))
   if plan.boxes:
     records["item_patches"].append(batch["on_item"][off].sum(-1).astype(np.int32))
+  if "edge_logp" in records:
+    records["edge_logp"].append(log_softmax16(small["logits"][off]))
   if off.any():
     empty, append, _ = loop.regroup
     if loop.buffer is None:
@@ -291,6 +312,10 @@ def _read_server(loop: _Loop, outputs, idx, valid):
   records["ceiling_pred"].append(ceiling["pred"][valid])
   for key in loop.per_off:  # [R, S] per budget -> [S, R, nB]
     records[key].append(np.stack([o[key] for o in outs], -1).transpose(1, 0, 2)[valid])
+  if "server_logp" in records:  # [R_sig, S, C] per budget of the schedule -> [S, R_sig, nS, C]
+    at = dict(zip(plan.budgets, outs))
+    logits = np.stack([at[k]["server_logits"] for k in plan.report.progressive.schedule], 1)
+    records["server_logp"].append(log_softmax16(logits.transpose(2, 0, 1, 3)[valid]))
   take = np.arange(len(idx))[:plan.report.map_examples - sum(map(len, records["map_keep_idx"]))]
   at_map = outs[plan.budgets.index(plan.report.map_budget)]
   records["map_keep_idx"].append(at_map["keep_idx"][:, take].transpose(1, 0, 2))
@@ -302,8 +327,12 @@ def _stacked(plan, records) -> dict:
   """Lists of per-batch arrays -> arrays (empty ones of the right shape and dtype)."""
   r, nb, k_map = len(plan.rules), len(plan.budgets), plan.report.map_budget
   ur = len(plan.uplink.conditions) * r
-  hw, ch = plan.dataset.image_size, plan.dataset.channels
+  hw, ch, c = plan.dataset.image_size, plan.dataset.channels, plan.dataset.num_classes
+  prog = plan.report.progressive
   empty_shapes = dict(off_index=((0,), np.int32), ceiling_pred=((0,), np.int32),
+                      server_logp=((0, len(prog.signal_rules), len(prog.schedule), c),
+                                   np.float16),
+                      edge_logp=((0, c), np.float16),
                       item_patches=((0,), np.int32),
                       coverage=((0, r, nb), np.float32), map_image=((0, hw, hw, ch), np.uint8),
                       server_pred=((0, ur, nb), np.int32), server_conf=((0, ur, nb), np.float32),

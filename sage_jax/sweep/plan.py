@@ -18,6 +18,7 @@ import ml_collections
 from sage_jax.report import link_cost
 from sage_jax import importance
 from sage_jax.sweep import checks
+from sage_jax.sweep import stop_checks
 from sage_jax.sweep import offload
 from sage_jax import rules
 from sage_jax.models import vit
@@ -75,6 +76,8 @@ class Progressive:
   goal_budget: int = 0     # the goal: the best fixed accuracy at this budget (0: no goal;
                            # one the sweep does not run: the report says so)
   goal_share: float = 0.6  # ... reached with at most this share of its mean units
+  signal_rules: tuple = ()  # rules whose server log-probabilities the records keep
+  stopping: stop_checks.Stopping = stop_checks.Stopping()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +341,7 @@ def _check_gate_and_sizes(config, n: int) -> None:
            f"allowed: 1..{side} (the patch grid's side)")
 
 
-def _progressive(cfg, budgets, n: int) -> Progressive:
+def _progressive(cfg, budgets, labels, n: int) -> Progressive:
   """config.report.progressive -> Progressive (none configured: no section)."""
   if cfg is None:
     return Progressive()
@@ -355,7 +358,7 @@ def _progressive(cfg, budgets, n: int) -> Progressive:
   checks.require(0 < cfg.goal_share <= 1, "report.progressive.goal_share", cfg.goal_share,
            "it must be in (0, 1]")
   return Progressive(schedule, thresholds, float(cfg.rtt_ms), int(cfg.goal_budget),
-                     float(cfg.goal_share))
+                     float(cfg.goal_share), *stop_checks.signals(cfg, labels, schedule))
 
 
 def _report(r, budgets, labels, n: int) -> "Report":
@@ -377,4 +380,4 @@ def _report(r, budgets, labels, n: int) -> "Report":
   beyond = _beyond(r.get("beyond"), labels, compare_to)
   return Report(int(r.n_boot), r.channel, tuple(rates.items()), int(map_budget),
                 int(r.map_examples), moderate, compare_to, beyond,
-                _progressive(r.get("progressive"), budgets, n))
+                _progressive(r.get("progressive"), budgets, labels, n))

@@ -85,11 +85,16 @@ def make_server_steps(plan, server, mesh=None) -> tuple:
   budget), and the units each rule has sent so far [R, B, N]. A rule's row whose set
   equals a known one or an earlier rule's at the same budget takes those logits instead of
   a server row (docs/choices.md). With a mesh each device does this for its own rows. At
-  the map budget the step also returns every rule's selection (keep_idx, keep_mask).
+  the map budget the step also returns every rule's selection (keep_idx, keep_mask); at
+  the progressive schedule's budgets the reference condition's server logits of the signal
+  rules (server_logits f32[R_sig, B, C], for the stop signals).
   Outputs of the server are [U * R, B], condition-major; those of the selection [R, B].
   """
   n, r = server.num_patches, len(plan.rules)
   conditions = plan.uplink.conditions
+  prog = plan.report.progressive
+  sig = jnp.asarray([plan.labels.index(label) for label in prog.signal_rules], jnp.int32)
+  logit_budgets = frozenset(prog.schedule if prog.signal_rules else ())
   cells = jnp.asarray(coverage_cells(n, plan.coverage_grid))
   n_cells = plan.coverage_grid ** 2
 
@@ -123,10 +128,13 @@ def make_server_steps(plan, server, mesh=None) -> tuple:
                **_condition_major([ans for ans, _ in per_condition]))
     if budget == plan.report.map_budget:
       out.update(keep_idx=keep_idx, keep_mask=keep_mask)
+    if budget in logit_budgets:
+      out["server_logits"] = per_condition[plan.reference][0]["logits"][sig]
     stack = lambda key: jnp.stack([kn[key] for _, kn in per_condition])
     return out, dict(sets=stack("sets"), logits=stack("logits"), sent=sent)
 
-  step = budget_step if mesh is None else _per_device(budget_step, mesh, plan.report.map_budget)
+  step = (budget_step if mesh is None else
+          _per_device(budget_step, mesh, plan.report.map_budget, logit_budgets))
   return ceiling_step, jax.jit(step, static_argnums=3)
 
 
@@ -176,16 +184,17 @@ def _condition(forward, batch, keep_idx, keep_mask, sets, known, rate, bits, uni
   logits = _forward_fresh(forward, images, keep_idx, keep_mask, fresh,
                           known["logits"].shape[-1])
   logits = jnp.concatenate([known["logits"], logits])[source, jnp.arange(source.shape[1])]
-  ans = dict(answers(logits, known["logits"][0]), fresh=fresh)
+  ans = dict(answers(logits, known["logits"][0]), fresh=fresh, logits=logits)
   if rate > 0:
     ans = dict(ans, pred=jnp.where(none, batch["edge_pred"][None], ans["pred"]),
                finite=ans["finite"] | none, conf=jnp.where(none, jnp.nan, ans["conf"]),
-               kl=jnp.where(none, jnp.nan, ans["kl"]))
+               kl=jnp.where(none, jnp.nan, ans["kl"]),
+               logits=jnp.where(none[..., None], jnp.nan, logits))
   keep = lambda old, new: jnp.concatenate([old[:1], new])
   return ans, dict(sets=keep(known["sets"], sets), logits=keep(known["logits"], logits))
 
 
-def _per_device(budget_step, mesh, map_budget):
+def _per_device(budget_step, mesh, map_budget, logit_budgets=frozenset()):
   """The budget step under shard_map: every device checks and runs its own rows of the
   batch; no row crosses devices."""
   P = jax.sharding.PartitionSpec
@@ -197,6 +206,7 @@ def _per_device(budget_step, mesh, map_budget):
              "server_conf", "kl_full"]
     names += ["on_item"] if "on_item" in batch else []
     names += ["keep_idx", "keep_mask"] if budget == map_budget else []
+    names += ["server_logits"] if budget in logit_budgets else []
     local = lambda p, b, kn: budget_step(p, b, kn, budget)
     return jax.shard_map(local, mesh=mesh, in_specs=(P(), P("batch"), known_spec),
                          out_specs=(dict.fromkeys(names, rows), known_spec),

@@ -154,8 +154,11 @@ def test_fewest_units_line_names_no_threshold_that_never_stops_early(tmp_path):
                mean_units=float(k), ceiling_acc=1.0, offloaded_acc_lo=0.0, offloaded_acc_hi=1.0)
           for m in ("topk", "sage") for k in (4, 8, 16, 49)]
   text, pts = progressive.section(records, plan, rows, str(tmp_path))
-  # Only a threshold no image reaches (0.95) gives 100%: every image climbs to K = 16.
-  assert {(p["threshold"], p["mean_rounds"]) for p in pts if p["accuracy"] == 1.0} == {(0.95, 3)}
+  # Only a threshold no image reaches (0.95) gives 100%: every image climbs to K = 16 (as do
+  # patience 2 and 3: with three steps they cannot stop before the last).
+  assert {(p["stop"], p["threshold"], p["mean_rounds"]) for p in pts if p["accuracy"] == 1.0} == {
+      ("confidence", 0.95, 3), ("agree+confidence", 0.95, 3), ("patience", 2, 3),
+      ("patience", 3, 3)}
   goal_line = next(line for line in text.splitlines() if line.startswith("- Goal"))
   assert "0.95" not in goal_line, goal_line
   assert ("No point that stops an image before the last budget K=16 reaches 100.0%; "
