@@ -5,6 +5,9 @@ import sys
 
 import pytest
 
+# Every test here runs `python -m sage_jax.main` in a process of its own (5-10 s each).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = ["--config=configs/fmnist_sweep.py", "--config.num_images=50", "--config.budgets=4",
         "--config.rules=topk"]

@@ -183,6 +183,7 @@ def test_tpu_same_names_refused(tmp_path):
   assert out.stdout == ""
 
 
+@pytest.mark.slow
 def test_sweep_default_from_another_directory(tmp_path):
   """Overrides first: the default workdir, from the caller's directory; every argument
   reaches sage_jax.main (not taken for the workdir)."""

@@ -2,11 +2,14 @@
 import os
 import re
 
+import pytest
+
 from sage_jax import rules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_readme_python_examples_run(capsys, monkeypatch):
   """Both examples (adding a rule, using the library) run as written; the rule they register
   goes into a copy of the registry."""

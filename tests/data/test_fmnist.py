@@ -54,6 +54,7 @@ def test_no_files_and_no_network_give_one_clear_error(tmp_path, monkeypatch):
     assert part in msg, msg
 
 
+@pytest.mark.slow
 def test_main_without_data_or_network_exits_2_with_one_line(tmp_path):
   site = tmp_path / "site"
   site.mkdir()

@@ -148,6 +148,7 @@ def random_timm_deit(path, width=192, depth=12, heads=3, patch=16, classes=1000,
   safetensors.numpy.save_file(sd, str(path))
 
 
+@pytest.mark.slow
 def test_paper_config_end_to_end(fake_imagenet, tmp_path):
   """The documented commands: convert a timm .safetensors, then sweep the paper config
   (server overridden to Ti/16 to stay fast on CPU; budgets cut to two)."""

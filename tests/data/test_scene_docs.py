@@ -4,6 +4,7 @@ fragments (a fragment is dropped after 20 failed placements)."""
 import os
 
 import numpy as np
+import pytest
 
 from sage_jax import defaults
 from sage_jax.data import input_pipeline
@@ -29,6 +30,7 @@ def test_the_box_shares_the_readme_gives_are_those_of_all_test_scenes():
           f"scenes ({100 * touched:.1f}% of their patches touch it") in _text("README.md")
 
 
+@pytest.mark.slow
 def test_the_docs_say_how_many_scenes_hold_fewer_fragments():
   """The test split drawn again, counting each scene's placed fragments (the same scenes:
   the digest is the prepared split's)."""

@@ -91,6 +91,7 @@ def test_prepared_scenes_are_the_known_ones():
   assert all(pixels[i, y0:y1, x0:x1].max() > 100 for i, (y0, x0, y1, x1) in enumerate(box))
 
 
+@pytest.mark.slow
 def test_on_item_counts_equal_a_numpy_count_of_the_sent_patches():
   """pipeline.evaluate on constructed boxes: every rule's count of sent patches on the box, at
   the map budget, recounted from the selections it returns."""
@@ -142,6 +143,7 @@ def test_scenes_beyond_runs_the_frozen_rules_unchanged():
   assert sc.edge.checkpoint == _config("scenes_sweep").edge.checkpoint
 
 
+@pytest.mark.slow
 def test_scenes_sweep_runs_on_a_few_images(tmp_path):
   """The scenes config end to end with the shipped scenes models: on-item columns, report."""
   import csv
@@ -162,6 +164,7 @@ def test_scenes_sweep_runs_on_a_few_images(tmp_path):
   assert "## Evidence on the item" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_checkpoint_with_resized_position_embeddings(tmp_path):
   """train._init_from: every parameter as in the checkpoint; a position embedding that is a
   linear ramp over the 7x7 grid stays a ramp over the 14x14 grid (bilinear), CLS's unchanged."""

@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 torch.set_num_threads(2)
 
 
+@pytest.mark.slow
 def test_smoke_run_has_every_row(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "sage_jax.main", "--config=configs/benchmark.py:fmnist",
@@ -58,6 +59,7 @@ def test_smoke_run_has_every_row(tmp_path):
         assert r[key] > 0, (r, key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,n,d", [("fmnist", 49, 48), ("deit", 196, 192)])
 def test_torch_selections_equal_sage_jax(shape, n, d):
   rng = np.random.default_rng(n)
@@ -89,6 +91,7 @@ def setup():
                                                 batch=6, server_batch=6))
 
 
+@pytest.mark.slow
 def test_torch_forwards_equal_sage_jax(setup):
   su = setup
   edge_params, server_params = su.pipe.edge_params, su.pipe.server_params
@@ -106,6 +109,7 @@ def test_torch_forwards_equal_sage_jax(setup):
   np.testing.assert_allclose(got_logits.numpy(), logits, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_reference_sweep_answers_equal_sage_jax(setup):
   """Both sweep structures offload the same images and give the same server answers."""
   su = setup
@@ -121,6 +125,7 @@ def test_reference_sweep_answers_equal_sage_jax(setup):
     np.testing.assert_array_equal(got.numpy(), w, err_msg=f"{rule} K={k}")
 
 
+@pytest.mark.slow
 def test_torch_bf16_autocast_close_to_sage_jax_bf16():
   """The GPU configuration's numerics (bf16 activations, float32 weights), here on the CPU:
   torch under bf16 autocast against sage_jax with compute_dtype=bfloat16."""

@@ -46,6 +46,7 @@ def no_tensorflow(tmp_path):
   return str(stub)
 
 
+@pytest.mark.slow
 def test_device_bench_runs_here_at_tiny_sizes(tmp_path, no_tensorflow):
   out = tmp_path / "out"
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=no_tensorflow)
@@ -78,6 +79,7 @@ def test_device_bench_runs_here_at_tiny_sizes(tmp_path, no_tensorflow):
   assert "[" in (out / "log.txt").read_text()  # progress lines
 
 
+@pytest.mark.slow
 def test_device_bench_import_chain_loads_no_tensorflow():
   code = ("import sys\n"
           "import sage_jax.main, sage_jax.measure.benchmark, sage_jax.measure.run, sage_jax.sweep.plan\n"
@@ -129,6 +131,7 @@ def test_device_bench_bad_arguments_exit_2(args, message):
     ("--config.scale.shape=vit", "unknown shape 'vit'; allowed: fmnist, deit"),
     ("--config.bogus=1", "unknown config field 'bogus'"),
 ])
+@pytest.mark.slow
 def test_device_bench_bad_benchmark_fields_exit_2(tmp_path, flag, message):
   proc = subprocess.run([sys.executable, "-m", "sage_jax.main", "--config=configs/benchmark.py:",
                          f"--workdir={tmp_path}", "--compile_cache=off", flag],

@@ -38,6 +38,7 @@ def tiny(tmp_path_factory):
   return dict(result=result, cache=cache, work=work, stdout=out.getvalue())
 
 
+@pytest.mark.slow
 def test_last_line_holds_the_three_numbers(tiny):
   last = tiny["stdout"].strip().splitlines()[-1]
   m = re.fullmatch(r"rehearsal: images_per_second=([\d.]+) bytes_read_ratio=([\d.]+) "
@@ -54,6 +55,7 @@ def test_last_line_holds_the_three_numbers(tiny):
   assert float(m[3]) == pytest.approx(r["pipeline_efficiency"], abs=0.00051)
 
 
+@pytest.mark.slow
 def test_rehearsal_json(tiny):
   (saved,) = json.loads(files.read_bytes(os.path.join(tiny["work"], "rehearsal.json")))["rows"]
   r = tiny["result"]
@@ -85,6 +87,7 @@ def test_rehearsal_json(tiny):
     assert files.exists(os.path.join(tiny["work"], name))
 
 
+@pytest.mark.slow
 def test_build_and_weights_are_cached(tiny):
   data_dir, stats = rehearsal.synthetic_imagenet(tiny["cache"], 24, 0, 2)
   assert not stats["built"] and stats["shards"] == 2
@@ -96,6 +99,7 @@ def test_build_and_weights_are_cached(tiny):
   assert data_dir.startswith(tiny["cache"])  # never ~/tensorflow_datasets
 
 
+@pytest.mark.slow
 def test_workdir_with_progress_is_refused(tiny):
   with pytest.raises(ValueError, match="already holds an earlier run"):
     run.run_measures(tiny_config(tiny["cache"]), tiny["work"])

@@ -106,6 +106,7 @@ def test_bad_options_are_refused():
     roofline.check(_config(shape="fmnist", check_shapes="mnist"))
 
 
+@pytest.mark.slow
 def test_command_path_on_tiny_shapes(tmp_path):
   """Costs (bfloat16), this machine's measures, the CPU check and the projection, on
   the Fashion-MNIST models with one rule and one budget."""
@@ -140,6 +141,7 @@ def test_command_path_on_tiny_shapes(tmp_path):
   json.dumps(result, default=str)
 
 
+@pytest.mark.slow
 def test_measure_writes_every_table(tmp_path, capsys):
   """The job's path: main's measure writer over the roofline's rows (no check, one dtype)."""
   c = _config(shape="fmnist", edge_batch=4, server_batch=2, sweep_rules="topk",

@@ -307,6 +307,7 @@ def test_unknown_tensors_and_files_are_refused(tmp_path):
     convert.convert(str(tmp_path / "y.safetensors"))
 
 
+@pytest.mark.slow
 def test_cli_reports_mismatch_without_traceback(case, tmp_path):
   if case["name"] != "w64_d2":
     pytest.skip("one shape is enough for the command line")
@@ -321,6 +322,7 @@ def test_cli_reports_mismatch_without_traceback(case, tmp_path):
   assert meta["source"]["format"] == "npz" and meta["arch"]["num_heads"] == 4
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "sage_jax.models.convert", f"--src={tmp_path / 'nope.pth'}",
                          f"--dst={tmp_path / 'out.msgpack'}"], cwd=ROOT, capture_output=True,

@@ -17,6 +17,7 @@ def _digests():
   return {p: hashlib.sha256(open(os.path.join(ROOT, p), "rb").read()).hexdigest() for p in SHIPPED}
 
 
+@pytest.mark.slow
 def test_three_steps_write_into_the_workdir_only(tmp_path, monkeypatch):
   """What `python -m sage_jax.main --config=configs/fmnist_train.py:edge --workdir=W
   --config.train.max_steps=3` runs, in this process (the imports are already paid for)."""

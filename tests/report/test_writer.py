@@ -88,6 +88,7 @@ def _run(tmp_path, **overrides):
   return rows, text, data
 
 
+@pytest.mark.slow
 def test_nothing_offloaded_says_so_and_claims_nothing(tmp_path):
   rows, text, data = _run(tmp_path, gate=dict(eta=100.0))
   score = np.load(tmp_path / "per_image.npz")["score"]
@@ -106,6 +107,7 @@ def test_nothing_offloaded_says_so_and_claims_nothing(tmp_path):
   assert not (tmp_path / "selection_map.png").exists()
 
 
+@pytest.mark.slow
 def test_one_offloaded_image_draws_no_conclusion(tmp_path):
   rows, text, data = _run(tmp_path, num_images=1)
   assert rows[0]["n_offloaded"] == 1
@@ -114,6 +116,7 @@ def test_one_offloaded_image_draws_no_conclusion(tmp_path):
   assert "SAGE vs top-K" not in text and "## All results" in text
 
 
+@pytest.mark.slow
 def test_run_without_topk_writes_strict_json(tmp_path):
   _, _, data = _run(tmp_path, rules="sage,random", budgets="8")
   assert [r["method"] for r in data] == ["sage", "random"]
@@ -246,6 +249,7 @@ def _hand_goal(at, label):
   return wins, losses
 
 
+@pytest.mark.slow
 def test_beyond_section_on_a_development_run(tmp_path):
   """The section on a small development-half run: computed verdicts, the map, the columns."""
   c = defaults.sweep_config()
@@ -297,6 +301,7 @@ def test_beyond_section_on_a_development_run(tmp_path):
 
 
 # ----------------------------------------------------------------- the reference condition
+@pytest.mark.slow
 def test_the_report_reads_the_8_bit_condition_wherever_it_sits(tmp_path):
   """Issue 34: with uplink.pixel_bits="4,8" (and erasure="0.3,0") the report's main tables,
   its transmission table, the progressive points and the uplink section's baselines are

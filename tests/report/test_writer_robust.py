@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from sage_jax.report import figures
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -46,6 +48,7 @@ def test_one_row_draws(tmp_path):
   draws([row("topk", 4, 1.0, 1.0, 1.0, ceiling=1.0)], tmp_path)  # e.g. one offloaded image
 
 
+@pytest.mark.slow
 def test_main_job_with_ten_bootstrap_resamples_finishes(tmp_path):
   """The issue's run: n_boot=10 on 200 images finished the sweep, then failed in the plots."""
   workdir = tmp_path / "run"

@@ -6,6 +6,7 @@ same 8 every run); HYPOTHESIS_PROFILE=random draws 500 new ones per run."""
 import jax
 import numpy as np
 from hypothesis import given, strategies as st
+import pytest
 
 from sage_jax import rules
 
@@ -38,6 +39,7 @@ def problems(draw):
   return imp.astype(np.float32), emb.astype(np.float32), k, pool, delta, seed
 
 
+@pytest.mark.slow
 @given(problems())
 def test_every_rule_returns_k_distinct_valid_indices(problem):
   # Every example compiles new programs, and each compiled program holds memory mappings

@@ -436,6 +436,7 @@ def test_dpp_equal_importance_some_zero_embeddings():
     assert eager.tolist() == [first] and jitted.tolist() == [first], (n, eager, jitted)
 
 
+@pytest.mark.slow  # every rule at 6 budgets, eager and jitted: over a minute per shape
 @pytest.mark.parametrize("n,d", [(16, 3), (49, 8), (49, 3), (49, 64)])
 def test_identical_embeddings_equal_importance_lowest_indices(n, d):
   """Every patch alike: every score ties in exact arithmetic, so each rule sends the lowest

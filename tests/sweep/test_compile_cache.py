@@ -14,6 +14,7 @@ import uuid
 from etils.epath import gpath, register
 import jax
 import numpy as np
+import pytest
 
 from sage_jax.sweep import compile_cache
 from sage_jax import defaults
@@ -64,6 +65,7 @@ def _preds(out):
     return z["server_pred"]
 
 
+@pytest.mark.slow
 def test_an_edited_user_rule_is_compiled_again(tmp_path):
   cache = tmp_path / "cache"
   rules = "topk,sage,skip_top@1"
@@ -74,6 +76,7 @@ def test_an_edited_user_rule_is_compiled_again(tmp_path):
   assert (_preds(before)[:, 2] != _preds(edited)[:, 2]).any()  # the edit changes answers
 
 
+@pytest.mark.slow
 def test_two_configs_and_damaged_entries_in_one_folder(tmp_path):
   cache = tmp_path / "cache"
   _run(tmp_path, cache, "topk,sage,skip_top@1")
@@ -107,6 +110,7 @@ def _config(**overrides):
   return c
 
 
+@pytest.mark.slow
 def test_a_changed_jax_setting_is_compiled_again(tmp_path):
   """The session's cache (tests/conftest.py) holds the steps traced with the default
   jax_threefry_partitionable; flipped, the cached run must equal the uncached one."""
@@ -188,6 +192,7 @@ def test_a_folder_jax_cannot_name_is_refused_not_made_local():
   assert not os.path.exists("hdfs:")
 
 
+@pytest.mark.slow
 def test_unusable_cache_folders_never_fail_a_run(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")  # a file where the cache folder's parent should be
@@ -216,6 +221,7 @@ LOADER = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.slow
 def test_an_entry_that_killed_its_loader_is_compiled_again(tmp_path):
   cache = tmp_path / "cache"
   run = lambda how: subprocess.run([sys.executable, "-c", LOADER, str(cache), how], cwd=ROOT,

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = """
@@ -33,6 +34,7 @@ def _records(tmp_path, n_devices):
     return {k: z[k] for k in z.files}
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(tmp_path):
   one, eight = _records(tmp_path, 1), _records(tmp_path, 8)
   assert int(one.pop("n_devices")) == 1 and int(eight.pop("n_devices")) == 8

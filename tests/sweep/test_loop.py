@@ -40,6 +40,7 @@ def full_run(tmp_path_factory):
   return rows, workdir
 
 
+@pytest.mark.slow
 def test_all_rows_and_files(full_run):
   rows, workdir = full_run
   assert [(r["method"], r["budget"]) for r in rows] == [
@@ -60,6 +61,7 @@ def test_all_rows_and_files(full_run):
     assert needle in report_md, needle
 
 
+@pytest.mark.slow
 def test_timing_breakdown_adds_up(full_run):
   rows, workdir = full_run
   with open(os.path.join(workdir, "timing.json")) as f:
@@ -74,6 +76,7 @@ def test_timing_breakdown_adds_up(full_run):
   assert set(t["server_calls"]) == {"ceiling", "4", "16", "49"}
 
 
+@pytest.mark.slow
 def test_numbers_are_sane(full_run):
   rows, _ = full_run
   r0 = rows[0]
@@ -95,6 +98,7 @@ def test_numbers_are_sane(full_run):
   assert at_n["overall_acc"] >= at_n["edge_acc"]
 
 
+@pytest.mark.slow
 def test_per_image_records_independent_of_batch_sizes():
   """Under lossy and coarse uplink conditions too: a unit's fate is its image's and patch's."""
   kw = dict(rules="random,topk,sage,threshold", budgets="8,49", num_images=80,
@@ -112,6 +116,7 @@ def test_per_image_records_independent_of_batch_sizes():
         np.testing.assert_array_equal(ref[k], other[k], err_msg=f"{k}, batch size {bs}")
 
 
+@pytest.mark.slow
 def test_fraction_gate_offloads_the_asked_share():
   rec = records(_config(rules="topk", budgets="8", num_images=120,
                         gate=dict(uncertainty="fraction", eta=0.2, fraction=0.25)))
@@ -125,6 +130,7 @@ def test_runs_of_consecutive_chunks():
   assert list(loop._runs([])) == []
 
 
+@pytest.mark.slow
 def test_swap_zero_is_topk_per_image():
   rec = records(_config(rules="topk,swap@0", budgets="4,12", num_images=100))
   np.testing.assert_array_equal(rec["server_pred"][:, 0], rec["server_pred"][:, 1])
@@ -142,6 +148,7 @@ def skip_top(importance, embeddings, key, budget, skip=1):
                              jnp.ones(budget, bool), jnp.int32(budget))
 
 
+@pytest.mark.slow
 def test_new_rule_is_one_function_and_one_registry_entry(monkeypatch, tmp_path):
   monkeypatch.setitem(rules.RULES, "skip_top", rules.Rule(skip_top, primary="skip"))
   c = _config(rules="topk,skip_top@0,skip_top@3", budgets="4,8", num_images=60)

@@ -66,6 +66,7 @@ def test_forward_fresh_computes_every_fresh_row(fresh_rows):
   np.testing.assert_array_equal(pred[fresh], want.ravel()[fresh])
 
 
+@pytest.mark.slow
 def test_budget_steps_reuse_seen_evidence_and_match_a_plain_forward():
   """Every prediction equals the server run on that rule's own selection, while the server
   skips what it has already seen: every rule at K = N, threshold beyond its demand."""
@@ -106,6 +107,7 @@ def test_server_calls_count_each_devices_chunks():
   assert pipeline._server_calls(fresh, 2) == 2 and pipeline._server_calls(fresh, 1) == 2
 
 
+@pytest.mark.slow
 def test_uplink_conditions_match_a_plain_forward_on_what_arrives():
   """Each (rate, bits) condition's answer is the server run on the units that arrive (a numpy
   fate: u >= p) with its pixels on 2**bits levels; where none arrives, the edge's answer. The

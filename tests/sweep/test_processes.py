@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["-m", "sage_jax.main", "--config=configs/fmnist_sweep.py", "--config.num_images=300",
@@ -36,6 +37,7 @@ def _start_two(tmp_path, port):
   return procs
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
   single = subprocess.run([sys.executable, *ARGS, f"--workdir={tmp_path / 'one'}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)

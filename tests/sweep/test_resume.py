@@ -61,6 +61,7 @@ def reference(tmp_path_factory):
   return workdir, _read(workdir)
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_byte_identical(reference, tmp_path):
   workdir = str(tmp_path / "w")
   # 10 chunks of 50 images.
@@ -80,6 +81,7 @@ def test_killed_runs_resume_byte_identical(reference, tmp_path):
     assert got[f] == reference[1][f], f"{f} differs from the uninterrupted run"
 
 
+@pytest.mark.slow
 def test_same_command_twice_is_byte_identical(reference):
   workdir, first = reference
   proc = _start(workdir)  # every chunk is done: only the summary is rewritten
@@ -87,6 +89,7 @@ def test_same_command_twice_is_byte_identical(reference):
   assert _read(workdir) == first
 
 
+@pytest.mark.slow
 def test_other_config_is_refused_or_goes_to_subdir(reference):
   workdir, first = reference
   proc = _start(workdir, "--config.seed=1")

@@ -31,6 +31,7 @@ def _log_softmax(z):
   return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
+@pytest.mark.slow  # a sweep through the shipped models
 def test_records_keep_the_signal_rules_log_softmax_at_the_schedule():
   """Budgets out of order, signal rules out of the rules' order, several server batches:
   server_logp[image, j, s] is the log-softmax of the server run on signal rule j's own

@@ -42,6 +42,7 @@ def _read(workdir):
   return {f: files.read_bytes(os.path.join(workdir, f)) for f in FILES}
 
 
+@pytest.mark.slow
 def test_ram_workdir_interrupted_resumes_like_a_local_run(tmp_path, monkeypatch):
   """A sweep into ram:// (checkpoints read from ram:// too) stopped by an exception after
   two of three chunks resumes in the same process and writes the local run's bytes."""
@@ -155,8 +156,9 @@ def test_results_version_and_old_workdirs_are_refused(tmp_path, monkeypatch):
   work = str(tmp_path / "work")
   workdir_lib.open_workdir(work, plan.config_json, False, workdir_lib.run_inputs(plan))
   monkeypatch.setattr(workdir_lib, "RESULTS_VERSION", workdir_lib.RESULTS_VERSION + 1)
-  with pytest.raises(ValueError, match=r"was made by results version 1 of sage_jax, this run "
-                                       r"makes version 2"):
+  v = workdir_lib.RESULTS_VERSION - 1  # the version the workdir was made by
+  with pytest.raises(ValueError, match=rf"was made by results version {v} of sage_jax, this run "
+                                       rf"makes version {v + 1}"):
     workdir_lib.open_workdir(work, plan.config_json, False, workdir_lib.run_inputs(plan))
   # A workdir from before the hash covered the inputs (config only).
   old = str(tmp_path / "old")
@@ -168,6 +170,7 @@ def test_results_version_and_old_workdirs_are_refused(tmp_path, monkeypatch):
     workdir_lib.open_workdir(old, plan.config_json, False, workdir_lib.run_inputs(plan))
 
 
+@pytest.mark.slow
 def test_swapped_checkpoint_error_line_and_exit_code(tmp_path):
   """By the command line: one `error:` line, exit code 2."""
   edge, server = _local_ckpts()
