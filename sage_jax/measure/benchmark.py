@@ -215,6 +215,11 @@ def _compiled_sweep(su, rules, example):
   """-> (su.pipe running AOT-compiled server steps for `rules`, compile seconds)."""
   pipe = su.pipe
   sub = dataclasses.replace(pipe.plan, rules=rules)
+  # The stop signals' log-probabilities only for signal rules this subset still runs.
+  prog = sub.report.progressive
+  prog = dataclasses.replace(prog, signal_rules=tuple(r for r in prog.signal_rules
+                                                      if r in sub.labels))
+  sub = dataclasses.replace(sub, report=dataclasses.replace(sub.report, progressive=prog))
   steps = pipeline.make_steps(sub, su.edge, su.server, pipe.mesh)
   ceiling, secs = harness.aot(steps.ceiling, pipe.server_params, example["image"])
   known, by_budget, seconds = ceiling(pipe.server_params, example["image"])[1], {}, [secs]
