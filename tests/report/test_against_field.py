@@ -2,6 +2,9 @@
 interval of rule - SAGE, budgets at N are left out, and the section is absent without a
 field rule or without SAGE's comparison columns."""
 import math
+import types
+
+import numpy as np
 
 from sage_jax.report import against_field
 
@@ -62,3 +65,22 @@ def test_frozen_rule_against_the_field_when_compared():
   assert "The frozen rule `topk` against each field rule" in text
   assert "| `divprune` | 4 | +2.0 [+1.0, +3.0], p=0.01 |" in text
   assert "frozen rule" not in against_field.section(rows, ["topk", "sage", "divprune"], 49)
+
+
+def test_write_section_computes_its_own_paired_comparisons():
+  """From records, without diff_vs_sage columns in the rows: divprune right on every offloaded
+  image, SAGE on half of them -> rule - SAGE = +50 points, SAGE worse; rows stay as given."""
+  m, labels, budgets = 40, ["sage", "divprune"], (4, 49)
+  label = np.arange(m) % 3
+  pred = np.zeros((m, 2, 2), np.int32)
+  pred[:, 1, :] = label[:, None]                    # divprune: always right
+  pred[:, 0, :] = np.where(np.arange(m) % 2 == 0, label, label + 1)[:, None]  # sage: half
+  records = dict(server_pred=pred, label=label, offloaded=np.ones(m, bool))
+  plan = types.SimpleNamespace(
+      labels=labels, budgets=budgets, num_patches=49, condition_bits=((0.0, 8, 134),),
+      report=types.SimpleNamespace(n_boot=200, beyond=None))
+  rows = [dict(method=r, budget=b, offloaded_acc=float((pred[:, i, j] == label).mean()))
+          for i, r in enumerate(labels) for j, b in enumerate(budgets)]
+  text = against_field.write_section(rows, records, plan)
+  assert "| `divprune` | 4 | +50.0 [" in text and "| worse |" in text
+  assert "diff_vs_sage" not in rows[0]  # the results' rows keep their columns
