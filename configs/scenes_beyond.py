@@ -8,18 +8,14 @@ top-K and random, on scenes test[5000:] with the scenes' edge and server at the 
 sweep's budgets below N. Nothing was chosen or tuned on the scenes; the ideas' reasons were
 written for Fashion-MNIST, so here each verdict stands without one.
 """
-import importlib.util
 import os
 
 from sage_jax import defaults
 
 
 def _fmnist_beyond():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fmnist_beyond.py")
-  spec = importlib.util.spec_from_file_location("fmnist_beyond", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return defaults.load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           "fmnist_beyond.py"))
 
 
 def get_config(arg=None):

@@ -8,7 +8,6 @@ Every rule of the scenes job and sage_nested at its budgets; the schedule climbs
 the goal is the best fixed accuracy at K = 48. `:dev` runs scenes test 0..4999 and chooses;
 the reporting half, 5000..9999, evaluates the choices frozen below.
 """
-import importlib.util
 import os
 
 from sage_jax import defaults
@@ -40,11 +39,8 @@ HALVES = {
 
 
 def _fmnist_progressive():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fmnist_progressive.py")
-  spec = importlib.util.spec_from_file_location("fmnist_progressive", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return defaults.load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           "fmnist_progressive.py"))
 
 
 def get_config(arg=None):

@@ -4,6 +4,9 @@ Config files under `configs/` import this module (as big_vision's configs import
 common module), so they load from any directory. `sweep_config()` is the embedded default:
 the full SAGE budget sweep on Fashion-MNIST with the shipped models.
 """
+import importlib.util
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -15,6 +18,16 @@ PAPER_RULES = ("random", "grid", "topk", "threshold", "sum_threshold", "diversit
 # DivPrune, VisPruner, CDPruner, DART at their defaults (docs/field_rules.md); every sweep
 # compares them with SAGE ("SAGE against the field" in report.md).
 FIELD_RULES = ("divprune", "vispruner", "cdpruner", "dart")
+
+
+def load_config(path: str):
+  """The config module at `path` (a config built on another, e.g. configs/scenes_beyond.py on
+  configs/fmnist_beyond.py), loaded by path since configs/ is not a package."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def fmnist_dataset() -> ml_collections.ConfigDict:

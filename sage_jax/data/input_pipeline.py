@@ -10,8 +10,8 @@ import numpy as np
 
 def _builder(cfg):
   import tensorflow_datasets as tfds
-  from sage_jax import files
   from sage_jax.data import fmnist, scenes
+  from sage_jax import files
   data_dir = files.expanduser(cfg.data_dir)  # a gs:// data_dir goes to TFDS as it is
   if cfg.name == "fmnist_scenes":
     scenes.register()

@@ -11,12 +11,12 @@ import torch
 
 from sage_jax.measure import harness
 from sage_jax.measure import scale
-from sage_jax.sweep import pipeline
-from sage_jax import rules
-from sage_jax.sweep import server_step
-from sage_jax import timing
 from sage_jax.measure import torch_reference
 from sage_jax.models import vit
+from sage_jax import rules
+from sage_jax.sweep import pipeline
+from sage_jax.sweep import server_step
+from sage_jax import timing
 from sage_jax.measure.torch_reference import (THRESHOLD_RULES, TORCH_RULES, TorchViT, torch_edge,
                                       torch_select, torch_sweep)
 

@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax.sweep import compile_cache
 from sage_jax import defaults
-from sage_jax.sweep import pipeline
-from sage_jax import timing
 from sage_jax.models import vit
+from sage_jax.sweep import compile_cache
+from sage_jax.sweep import pipeline
 from sage_jax.sweep import plan as plan_lib
+from sage_jax import timing
 
 # shape -> (config, default budgets, images of the evaluation split)
 SHAPES = {"fmnist": (defaults.sweep_config, (4, 6, 8, 12, 16, 24, 32, 49), 10_000),

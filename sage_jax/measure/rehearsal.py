@@ -13,15 +13,15 @@ import tempfile
 import jax
 import numpy as np
 
-from sage_jax.models import checkpoints
 from sage_jax.data import input_pipeline
-from sage_jax.sweep import distributed
 from sage_jax import files
 from sage_jax.measure import harness
-from sage_jax.sweep import pipeline
-from sage_jax.sweep import loop
-from sage_jax import timing
+from sage_jax.models import checkpoints
 from sage_jax.models import vit
+from sage_jax.sweep import distributed
+from sage_jax.sweep import loop
+from sage_jax.sweep import pipeline
+from sage_jax import timing
 
 GENERATOR_VERSION = 1  # bump when the synthetic images change (a new cache folder)
 # (height, width) of ImageNet's most common validation sizes, with their share here; the
@@ -279,8 +279,8 @@ def rows(config, workdir, log):
   # Imported before the measured window: the main thread reads ~60 MB of TensorFlow's
   # module files when the input pipeline first imports it.
   import tensorflow  # noqa: F401
-  from sage_jax.sweep import compile_cache  # noqa: F401
   from sage_jax.data import preprocess  # noqa: F401
+  from sage_jax.sweep import compile_cache  # noqa: F401
   box = {}
   done = loop.run(sweep_config, workdir, progress=False,
                    compile_stats=compile_cache.Stats(),  # compilation apart

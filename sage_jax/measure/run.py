@@ -12,9 +12,9 @@ import jax
 import numpy as np
 
 from sage_jax import files
+from sage_jax.measure import harness
 from sage_jax.report import tables
 from sage_jax import timing
-from sage_jax.measure import harness
 
 MEASURES = {"benchmark": "sage_jax.measure.benchmark", "scale": "sage_jax.measure.scale",
             "rehearsal": "sage_jax.measure.rehearsal", "roofline": "sage_jax.measure.roofline"}

@@ -3,11 +3,11 @@ import math
 
 import jax
 
+from sage_jax.measure import harness
 from sage_jax.sweep import compile_cache
 from sage_jax.sweep import offload
 from sage_jax.sweep import pipeline
 from sage_jax import timing
-from sage_jax.measure import harness
 
 def scale_plan(config, n_images: int, share: float, rules=(), budgets=(),
                compute_dtype="float32", server_batch: int = 0):

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sage_jax import timing
 from sage_jax.models import vit
+from sage_jax import timing
 
 THRESHOLD_RULES = ("threshold", "sum_threshold")
 TORCH_RULES = ("topk", "sage", "diversity") + THRESHOLD_RULES

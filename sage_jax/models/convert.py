@@ -16,8 +16,8 @@ import sys
 from absl import app, flags, logging
 import numpy as np
 
-from sage_jax.models import checkpoints
 from sage_jax import files
+from sage_jax.models import checkpoints
 from sage_jax.models import vit
 
 # --------------------------------------------------------------------- reading

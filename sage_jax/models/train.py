@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sage_jax.models import checkpoints
 from sage_jax.data import input_pipeline
 from sage_jax import files
-from sage_jax import timing
+from sage_jax.models import checkpoints
 from sage_jax.models import vit
+from sage_jax import timing
 
 
 def _augment(key, images, pad: int):

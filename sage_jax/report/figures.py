@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from sage_jax.report import link_cost
 from sage_jax import files
+from sage_jax.report import link_cost
 
 DPI = 100
 DIM = 0.25                   # unsent pixels are multiplied by this

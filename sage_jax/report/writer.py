@@ -12,9 +12,9 @@ from sage_jax.report import degraded
 from sage_jax.report import figures
 from sage_jax.report import link_cost
 from sage_jax.report import metrics
+from sage_jax.report.metrics import COLUMNS
 from sage_jax.report import progressive
 from sage_jax.report import tables
-from sage_jax.report.metrics import COLUMNS
 from sage_jax.report.tables import fixed
 
 

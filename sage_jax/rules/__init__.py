@@ -13,8 +13,8 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 
-from sage_jax.rules import field, paper, relevance_diversity
 from sage_jax.rules.common import Selection  # noqa: F401  (rules.Selection: what a rule returns)
+from sage_jax.rules import field, paper, relevance_diversity
 
 
 class Rule(NamedTuple):

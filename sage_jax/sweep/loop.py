@@ -15,16 +15,16 @@ import numpy as np
 from tqdm import tqdm
 
 from sage_jax.data import input_pipeline
-from sage_jax.sweep import distributed
 from sage_jax import files
+from sage_jax.models import vit
 from sage_jax.report import metrics
+from sage_jax.report import writer
+from sage_jax.sweep import distributed
 from sage_jax.sweep import offload
 from sage_jax.sweep import pipeline
-from sage_jax.report import writer
-from sage_jax import timing
-from sage_jax.models import vit
 from sage_jax.sweep import plan as plan_lib
 from sage_jax.sweep import workdir as workdir_lib
+from sage_jax import timing
 
 
 def _runs(chunks):

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sage_jax.models import checkpoints
 from sage_jax.data import input_pipeline
+from sage_jax.models import checkpoints
+from sage_jax.models import vit
 from sage_jax.sweep import edge_step
 from sage_jax.sweep import server_step
 from sage_jax import timing
-from sage_jax.models import vit
 
 
 class ModelPair(NamedTuple):

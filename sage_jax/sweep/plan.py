@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from sage_jax.report import link_cost
 from sage_jax import importance
-from sage_jax.sweep import checks
-from sage_jax.sweep import stop_checks
-from sage_jax.sweep import offload
-from sage_jax import rules
 from sage_jax.models import vit
+from sage_jax.report import link_cost
+from sage_jax import rules
+from sage_jax.sweep import checks
+from sage_jax.sweep import offload
+from sage_jax.sweep import stop_checks
 
 
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from configs import fmnist_sweep
-from sage_jax.data import input_pipeline
 from sage_jax.data import fmnist
+from sage_jax.data import input_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEBIAN = fmnist.DEBIAN_DIR

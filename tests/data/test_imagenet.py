@@ -20,10 +20,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import imagenet_deit
-from sage_jax.models import checkpoints
 from sage_jax.data import input_pipeline
-from sage_jax import defaults
 from sage_jax.data import preprocess
+from sage_jax import defaults
+from sage_jax.models import checkpoints
 from sage_jax.sweep import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from sage_jax import defaults
 from sage_jax.data import input_pipeline
 from sage_jax.data import scenes
+from sage_jax import defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

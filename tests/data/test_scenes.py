@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from sage_jax.data import input_pipeline
+from sage_jax.data import scenes
 from sage_jax import defaults
 from sage_jax.report import metrics
 from sage_jax.sweep import pipeline
-from sage_jax.data import scenes
 from sage_jax.sweep import plan as plan_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

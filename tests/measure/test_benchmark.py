@@ -17,8 +17,8 @@ import torch
 
 from sage_jax.measure import benchmark
 from sage_jax.measure import harness
-from sage_jax import rules
 from sage_jax.measure import torch_reference
+from sage_jax import rules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

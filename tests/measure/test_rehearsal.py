@@ -10,8 +10,8 @@ import pytest
 
 from sage_jax import defaults
 from sage_jax import files
-from sage_jax.measure import run
 from sage_jax.measure import rehearsal
+from sage_jax.measure import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from sage_jax import defaults
-from sage_jax.measure import run
 from sage_jax.measure import roofline
 from sage_jax.measure.roofline import Cost
+from sage_jax.measure import run
 
 
 def _config(**fields):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from sage_jax import importance
-from sage_jax.rules import relevance_diversity
 from sage_jax import rules
 from sage_jax.rules import paper
+from sage_jax.rules import relevance_diversity
 
 KEY = jax.random.PRNGKey(0)
 MARGIN = 1e-4

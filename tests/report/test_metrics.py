@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from sage_jax.report import metrics
-from sage_jax.sweep import server_step
 from sage_jax.report import stats
+from sage_jax.sweep import server_step
 
 # The CSV's public format, pinned here (not read back from metrics.COLUMNS, the code under test).
 COLUMNS = ("method", "budget", "offloaded_acc", "offloaded_acc_lo", "offloaded_acc_hi",

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from sage_jax.report import beyond
 from sage_jax import defaults
+from sage_jax.report import beyond
 from sage_jax.report import metrics
 from sage_jax.report import writer
 from sage_jax.sweep import loop

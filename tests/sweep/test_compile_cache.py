@@ -16,9 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from sage_jax.sweep import compile_cache
 from sage_jax import defaults
 from sage_jax import files
+from sage_jax.sweep import compile_cache
 from sage_jax.sweep import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

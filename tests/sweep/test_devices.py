@@ -10,9 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = """
 import sys, numpy as np, jax
 from sage_jax import defaults
+from sage_jax.sweep import loop
 from sage_jax.sweep import pipeline
 from sage_jax.sweep import plan
-from sage_jax.sweep import loop
 c = defaults.sweep_config()
 c.num_images, c.budgets, c.batch_size, c.server_batch_size = 120, "4,49", 60, 36
 c.rules = "random,sage,threshold,tome"

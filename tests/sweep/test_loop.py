@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from sage_jax import defaults
-from sage_jax.sweep import pipeline
 from sage_jax import rules
 from sage_jax.sweep import loop
+from sage_jax.sweep import pipeline
 from sage_jax.sweep import plan as plan_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

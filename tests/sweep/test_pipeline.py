@@ -8,10 +8,10 @@ import pytest
 
 from sage_jax.data import input_pipeline
 from sage_jax import defaults
-from sage_jax.sweep import pipeline
 from sage_jax import rules
-from sage_jax.sweep import server_step
+from sage_jax.sweep import pipeline
 from sage_jax.sweep import plan as plan_lib
+from sage_jax.sweep import server_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

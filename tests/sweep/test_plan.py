@@ -2,8 +2,8 @@
 import pytest
 
 from sage_jax import defaults
-from sage_jax.sweep import plan as plan_lib
 from sage_jax import rules
+from sage_jax.sweep import plan as plan_lib
 
 
 def _make(**overrides):

@@ -10,11 +10,11 @@ import uuid
 import numpy as np
 import pytest
 
-from sage_jax.models import checkpoints
 from sage_jax import defaults
 from sage_jax import files
-from sage_jax.sweep import pipeline
+from sage_jax.models import checkpoints
 from sage_jax.sweep import loop
+from sage_jax.sweep import pipeline
 from sage_jax.sweep import plan as plan_lib
 from sage_jax.sweep import workdir as workdir_lib
 
@@ -87,12 +87,12 @@ def test_ram_workdir_interrupted_resumes_like_a_local_run(tmp_path, monkeypatch)
 def test_local_paths_do_not_import_tensorflow(tmp_path):
   code = f"""
 import sys
-from sage_jax.models import checkpoints
 from sage_jax import files
+from sage_jax.models import checkpoints
 from sage_jax.report import figures
-from sage_jax.sweep import pipeline
 from sage_jax.report import writer
 from sage_jax.sweep import loop
+from sage_jax.sweep import pipeline
 from sage_jax.sweep import workdir
 d = {str(tmp_path)!r}
 files.makedirs(d + "/a")
