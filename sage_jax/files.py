@@ -91,14 +91,17 @@ def write(path: str, data: bytes) -> None:
   os.replace(tmp, path)
 
 
-def npz_bytes(arrays: dict) -> bytes:
+def npz_bytes(arrays: dict, level=None) -> bytes:
   """A compressed .npz with fixed timestamps (np.savez stamps the current time): the same
-  arrays give the same bytes."""
+  arrays give the same bytes. level: zlib's 1 (fastest) to 9; None: zlib's default (6)."""
   buf = io.BytesIO()
   with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
     for name in sorted(arrays):
       info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
       info.compress_type = zipfile.ZIP_DEFLATED
+      # ZipInfo's level: compress_level from Python 3.13, _compresslevel before.
+      setattr(info, "compress_level" if hasattr(info, "compress_level") else "_compresslevel",
+              level)
       with zf.open(info, "w") as f:
         np.lib.format.write_array(f, np.asarray(arrays[name]), allow_pickle=False)
   return buf.getvalue()

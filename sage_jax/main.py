@@ -3,6 +3,11 @@
 config.mode picks the job: "sweep", "train" or "measure" (`run.MEASURES`). Bad input
 ends with one line naming the bad value and exit code 2; --verbose adds the traceback.
 """
+import time
+
+STARTED = time.perf_counter()  # before absl's and jax's imports: setup's "imports" (timing.json)
+
+# pylint: disable=wrong-import-position
 import sys
 import traceback
 
@@ -28,7 +33,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 INPUT_ERRORS = (ValueError, FileNotFoundError, PermissionError)
 
 
-def run_job(config, workdir: str, new_subdir: bool = False, compile_stats=None):
+def run_job(config, workdir: str, new_subdir: bool = False, compile_stats=None, started=()):
+  """started: ((part, time.perf_counter() at its start), ...) before this call (`main`)."""
   if config.mode in ("train", "measure") and new_subdir:
     raise ValueError(f"conflicting flags: --new_subdir applies to sweeps, not to "
                      f"mode={config.mode}")
@@ -36,8 +42,9 @@ def run_job(config, workdir: str, new_subdir: bool = False, compile_stats=None):
     from sage_jax.models import train
     return train.train_and_save(config, workdir)
   if config.mode == "sweep":
+    started = (*started, ("imports", time.perf_counter()))  # the sweep's own modules
     from sage_jax.sweep import loop
-    return loop.run(config, workdir, new_subdir, compile_stats=compile_stats)
+    return loop.run(config, workdir, new_subdir, compile_stats=compile_stats, started=started)
   if config.mode == "measure":
     from sage_jax.measure import run
     return run.run_measures(config, workdir)
@@ -74,7 +81,8 @@ def main(argv):
   compile_stats = compile_cache.Stats()
   logging.info("compilation cache: %s", compile_cache.enable(compile_cache.FLAG.value) or "off")
   try:
-    run_job(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir, compile_stats)
+    run_job(FLAGS.config, FLAGS.workdir, FLAGS.new_subdir, compile_stats,
+            started=(("imports", STARTED), ("startup", IMPORTED)))
     logging.info("%s", compile_stats.summary())
   except INPUT_ERRORS as e:
     if FLAGS.verbose:
@@ -82,6 +90,8 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
+
+IMPORTED = time.perf_counter()  # then flags, the config, JAX's backend: setup's "startup"
 
 if __name__ == "__main__":
   app.run(main, flags_parser=parse_flags)

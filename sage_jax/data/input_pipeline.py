@@ -8,7 +8,21 @@ import ml_collections
 import numpy as np
 
 
+# Prepared builders by (name, data_dir, manual_dir): a run opens its dataset once (each
+# tfds.builder call reads the dataset's metadata again, about 0.1 s).
+_PREPARED = {}
+
+
 def _builder(cfg):
+  from sage_jax import files
+  key = (cfg.name, cfg.data_dir, cfg.get("manual_dir"))
+  builder = _PREPARED.get(key)
+  if builder is None or not files.exists(os.fspath(builder.data_dir)):  # gone: open again
+    _PREPARED[key] = builder = _open_builder(cfg)
+  return builder
+
+
+def _open_builder(cfg):
   import tensorflow_datasets as tfds
   from sage_jax.data import fmnist, scenes
   from sage_jax import files

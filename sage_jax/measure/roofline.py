@@ -1,6 +1,8 @@
 """The roofline measure: the ImageNet sweep projected onto accelerators from XLA's cost of
 each compiled step (`step_costs`), a roofline per chip (`PEAKS`) and data parallelism over a
-system (`SYSTEMS`), checked against this CPU's step times (docs/imagenet.md).
+system (`SYSTEMS`), checked against this CPU's step times (docs/imagenet.md). Beside the
+compute, the fixed cost: each step's seconds to trace, lower and compile on this CPU
+(`CPU_COMPILE`; the persistent cache bypassed), a CPU figure, not the accelerator's.
 """
 import functools
 import math
@@ -42,6 +44,7 @@ SYSTEMS = {"H100 SXM": ("8x H100 host", 8, 1), "H200": ("8x H200 host", 8, 1),
 # The CPU check's defaults per shape: (rules, budgets, batch); empty: the config's.
 CHECK = {"fmnist": ((), (), 64), "deit": (("topk", "sage", "threshold"), (16, 64), 8)}
 MISS = 2.0  # measured / predicted beyond this factor either way: the method misses
+CPU_COMPILE = "compile_s (this CPU)"  # the column of the seconds to trace, lower and compile
 
 
 # --- the arithmetic (pure) ------------------------------------------------------------
@@ -102,9 +105,11 @@ def system(chip_seconds: float, images: int, chips: int, hosts: int,
 
 
 def project(costs, peaks, systems, images, share, dedup, rules, batch, server_batch,
-            decode_per_core, flag="", full_budget=None, full_trips=1.0) -> list:
+            decode_per_core, flag="", full_budget=None, full_trips=1.0,
+            compile_s=None) -> list:
   """Per accelerator: the chip's and its system's roofline seconds and cores per host, and
-  the same at the FLOPs alone -> rows."""
+  the same at the FLOPs alone -> rows. compile_s: the sweep's steps compiled on this CPU
+  (`sweep_compile_s`), paid once per process whatever the accelerator, beside sweep_s."""
   rows = []
   for name, peak in peaks.items():
     s = sweep_seconds(costs, peak.flops, peak.bandwidth, images, share, dedup, rules, batch,
@@ -117,13 +122,21 @@ def project(costs, peaks, systems, images, share, dedup, rules, batch, server_ba
                      server_batch_s=s["server_s"] / max(s["server_batches"], 1),
                      per_image_s=s["per_image_s"], chip_sweep_s=s["seconds"], bound=s["bound"],
                      compute_share=s["compute_s"] / s["seconds"], system=label, chips=chips,
-                     hosts=hosts, sweep_s=sy["seconds"],
+                     hosts=hosts, sweep_s=sy["seconds"], **{CPU_COMPILE: compile_s},
                      per_host_images_per_s=sy["per_host_images_per_s"],
                      cores_per_host=sy["cores_per_host"], flops_only_sweep_s=floor["seconds"],
                      flops_only_cores_per_host=floor["cores_per_host"],
                      budget_share={k: v / s["seconds"] for k, v in s["budget_s"].items()},
                      flag=flag))
   return rows
+
+
+def sweep_compile_s(seconds: dict):
+  """Seconds to compile the programs a sweep runs (edge, ceiling, every budget step; not
+  the chunks, compiled to count their cost) -> their sum, or None when not measured."""
+  if not seconds:
+    return None
+  return sum(v for k, v in seconds.items() if not (isinstance(k, tuple) and k[0] == "chunk"))
 
 
 def miss_flag(check_rows, shape) -> str:
@@ -187,11 +200,11 @@ def check_shape(shape, rules, budgets, batch, peak_flops, bw, repeats) -> list:
   images = harness.synthetic_images(pipe.plan.batch_size, plan.dataset)
   compiled = compile_steps(pipe, models.server, images)
   rows = []
-  for name, fn, args, cost in compiled:
+  for name, fn, args, cost, lower_s, compile_s in compiled:
     seconds, out = timing.best_of(functools.partial(fn, *args), repeats, 1, min_seconds=0.25)
     predict, trips = cost, None
     if isinstance(name, tuple) and name[0] == "budget":
-      chunk = next(c for n, _, _, c in compiled if n == ("chunk", name[1]))
+      chunk = next(s.cost for s in compiled if s.name == ("chunk", name[1]))
       fresh = int(np.asarray(out[0]["fresh"]).sum())
       trips = math.ceil(fresh / pipe.plan.server_batch_size)
       predict = budget_cost(select_cost(cost, chunk), chunk, trips)
@@ -201,7 +214,7 @@ def check_shape(shape, rules, budgets, batch, peak_flops, bw, repeats) -> list:
                      else pipe.plan.server_batch_size,
                      trips=trips, gflop=predict.flops / 1e9, mb=predict.bytes / 1e6,
                      predicted_s=predicted, measured_s=seconds, ratio=seconds / predicted,
-                     bound=bound))
+                     bound=bound, **{CPU_COMPILE: lower_s + compile_s}))
   return rows
 
 
@@ -259,17 +272,17 @@ def measure_and_project(c: Checked, log=print) -> dict:
   """Costs, this machine, the CPU check and the projection -> one dict."""
   f = c.config
   out = dict(shape=f.shape, images=c.images, offload_share=f.share, dedup=f.dedup)
-  costs = {}
+  costs, compile_s = {}, {}
   for dtype, plan in c.plans:
     log(f"compiling the {f.shape} steps in {dtype} (edge batch {plan.batch_size}, server "
         f"batch {plan.server_batch_size}, {len(plan.rules)} rules x {len(plan.budgets)} "
         "budgets) ...")
-    costs[dtype] = step_costs(plan)
+    costs[dtype], compile_s[dtype] = step_costs(plan)
   dtype, plan = c.plans[-1]
   out["plan"] = dict(batch=plan.batch_size, server_batch=plan.server_batch_size,
                      rules=[r.label for r in plan.rules], budgets=list(plan.budgets),
                      dtype=dtype)
-  out["costs"] = cost_rows(costs, plan, f.dedup, f.full_trips)
+  out["costs"] = cost_rows(costs, plan, f.dedup, f.full_trips, compile_s)
   log("measuring this machine: matmul peak, memory bandwidth ...")
   machine = matmul_peak(f.matmul_size or 2048, f.repeats)
   machine["bandwidth"] = bandwidth(f.bandwidth_mb, f.repeats)
@@ -293,30 +306,36 @@ def measure_and_project(c: Checked, log=print) -> dict:
                               {a: SYSTEMS[a] for a in c.accelerators}, c.images, f.share,
                               f.dedup, len(plan.rules), plan.batch_size,
                               plan.server_batch_size, machine["decode_per_core"], out["flag"],
-                              plan.num_patches, f.full_trips)
+                              plan.num_patches, f.full_trips,
+                              sweep_compile_s(compile_s[dtype]))
   return out
 
 
-def cost_rows(costs: dict, plan, dedup: float, full_trips: float = 1.0) -> list:
-  """Per step, each dtype's GFLOP and MB per call; budget steps at `trips_by_budget`."""
+def cost_rows(costs: dict, plan, dedup: float, full_trips: float = 1.0,
+              compile_s=None) -> list:
+  """Per step, each dtype's GFLOP and MB per call; budget steps at `trips_by_budget`.
+  compile_s: {dtype: `step_costs`' seconds}, each step's program compiled on this CPU (the
+  budget step's on its row, none on select+dedup's: it is part of that program)."""
   trips = trips_by_budget(plan.budgets, dedup, len(plan.rules), plan.num_patches, full_trips)
 
-  def row(step, get):
+  def row(step, get, program=None):
     r = dict(step=step)
     for dtype, c in costs.items():
       cost = get(c)
       r[f"{dtype}_gflop"], r[f"{dtype}_mb"] = cost.flops / 1e9, cost.bytes / 1e6
       r[f"{dtype}_flop_per_byte"] = cost.flops / max(cost.bytes, 1.0)
+      if compile_s is not None:
+        r[f"{dtype}_{CPU_COMPILE}"] = compile_s[dtype].get(program)
     return r
 
-  rows = [row(f"edge ({plan.batch_size} images)", lambda c: c["edge"]),
-          row(f"ceiling ({plan.server_batch_size} rows)", lambda c: c["ceiling"])]
+  rows = [row(f"edge ({plan.batch_size} images)", lambda c: c["edge"], "edge"),
+          row(f"ceiling ({plan.server_batch_size} rows)", lambda c: c["ceiling"], "ceiling")]
   for k in sorted(plan.budgets):
     rows.append(row(f"select+dedup K={k}", lambda c, k=k: c[("select", k)]))
     rows.append(row(f"server chunk K={k} ({plan.server_batch_size} rows)",
-                    lambda c, k=k: c[("chunk", k)]))
+                    lambda c, k=k: c[("chunk", k)], ("chunk", k)))
     rows.append(row(f"budget step K={k} ({trips[k]:.2f} chunks)", lambda c, k=k: budget_cost(
-        c[("select", k)], c[("chunk", k)], trips[k])))
+        c[("select", k)], c[("chunk", k)], trips[k]), ("budget", k)))
   return rows
 
 

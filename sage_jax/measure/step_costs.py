@@ -1,7 +1,7 @@
 """FLOPs and bytes XLA counts for each compiled step of the sweep. XLA counts a loop body
 once, so a budget step is select = step - chunk, then select + trips x chunk (docs/imagenet.md).
 """
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,17 @@ from sage_jax.sweep import pipeline
 class Cost(NamedTuple):
   flops: float
   bytes: float
+
+
+class Step(NamedTuple):
+  """One step compiled ahead of time: its name, the compiled program, its arguments, XLA's
+  cost, and this machine's seconds to trace and lower it and to compile it (no cache)."""
+  name: Any
+  compiled: Any
+  args: tuple
+  cost: Cost
+  lower_s: float
+  compile_s: float
 
 
 def budget_cost(select: Cost, chunk: Cost, trips: float) -> Cost:
@@ -47,7 +58,7 @@ def _rows(x, n):
 
 def compile_steps(pipe, server, images):
   """Every step compiled at `images` (arrays: the steps run; a ShapeDtypeStruct: nothing
-  runs) -> [(name, compiled, args, cost)], budgets ascending, each after its chunk."""
+  runs) -> [Step], budgets ascending, each after its chunk."""
   abstract = isinstance(images, jax.ShapeDtypeStruct)
   s, p = pipe.plan.server_batch_size, pipe.server_params
   given = lambda shape, dtype, value: jax.ShapeDtypeStruct(shape, dtype) if abstract else value
@@ -56,8 +67,8 @@ def compile_steps(pipe, server, images):
 
   def step(name, fn, *args, static=()):
     """fn compiled (static: trailing arguments) -> a call giving its outputs (or shapes)."""
-    compiled = harness.aot(fn, *args, *static)[0]
-    out.append((name, compiled, args, cost_of(compiled)))
+    compiled, lower_s, compile_s = harness.aot_parts(fn, *args, *static)
+    out.append(Step(name, compiled, args, cost_of(compiled), lower_s, compile_s))
     return lambda: jax.eval_shape(fn, *args, *static) if abstract else compiled(*args)
 
   edge = step("edge", pipe.steps.edge, pipe.edge_params, put(images))()
@@ -79,19 +90,26 @@ def compile_steps(pipe, server, images):
 def costs_by_step(compiled) -> dict:
   """compile_steps' list -> {"edge", "ceiling", ("chunk", k), ("select", k)}: Costs."""
   costs = {}
-  for name, _, _, cost in compiled:
-    if isinstance(name, tuple) and name[0] == "budget":  # its chunk was compiled just before
-      costs[("select", name[1])] = select_cost(cost, costs[("chunk", name[1])])
+  for s in compiled:
+    if isinstance(s.name, tuple) and s.name[0] == "budget":  # its chunk compiled just before
+      costs[("select", s.name[1])] = select_cost(s.cost, costs[("chunk", s.name[1])])
     else:
-      costs[name] = cost
+      costs[s.name] = s.cost
   return costs
 
 
-def step_costs(plan) -> dict:
-  """The plan's steps, shapes only (nothing runs) -> costs_by_step."""
+def compile_seconds(compiled) -> dict:
+  """compile_steps' list -> {"edge", "ceiling", ("chunk", k), ("budget", k)}: this machine's
+  seconds to trace, lower and compile each."""
+  return {s.name: s.lower_s + s.compile_s for s in compiled}
+
+
+def step_costs(plan) -> tuple:
+  """The plan's steps, shapes only (nothing runs) -> (costs_by_step, compile_seconds)."""
   models = harness.random_models(plan)
   pipe = pipeline.build(plan, models)
   ds = plan.dataset
   images = jax.ShapeDtypeStruct((pipe.plan.batch_size, ds.image_size, ds.image_size,
                                  ds.channels), jnp.float32)
-  return costs_by_step(compile_steps(pipe, models.server, images))
+  compiled = compile_steps(pipe, models.server, images)
+  return costs_by_step(compiled), compile_seconds(compiled)

@@ -84,12 +84,15 @@ def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
   r, base = len(methods), methods.index(baseline) if baseline in methods else None
   rows = []
   for u, (rate, bits, unit_bits) in enumerate(conditions or [(0.0, 8, bits_per_unit)]):
+    cis = _intervals(records["server_pred"][:, u * r:(u + 1) * r] == label_off[:, None, None],
+                     edge_correct, off, base, n_boot)
     for i, method in enumerate(methods):
       for j, budget in enumerate(budgets):
         pred = records["server_pred"][:, u * r + i, j]
         ref = None if base is None else records["server_pred"][:, u * r + base, j] == label_off
         row = dict(head, method=method, budget=int(budget),
-                   **_accuracies(pred == label_off, ref, edge_correct, off, low, n_boot))
+                   **_accuracies(pred == label_off, ref, edge_correct, off, low,
+                                 {k: float(v[i, j]) for k, v in cis.items()}))
         units = _mean(records["units"][:, i, j])
         row.update(mean_units=units, comm_cost=units / num_patches * m / n if m else 0.0,
                    bits_per_request=units * unit_bits,
@@ -105,16 +108,33 @@ def summarize(records, methods, budgets, num_patches: int, bits_per_unit: float,
   return rows
 
 
-def _accuracies(correct, ref_correct, edge_correct, off, low, n_boot) -> dict:
-  """Offloaded and overall (edge + server) accuracy with intervals, by attention entropy,
-  and paired against the baseline's `ref_correct` (None: absent)."""
+def _intervals(correct, edge_correct, off, base, n_boot) -> dict:
+  """Every (rule, budget) row's bootstrap columns of one uplink condition, computed together
+  (the rows share their resamples, so one pass over them serves all): {column: f64[R, J]}.
+  correct: bool[m, R, J]; base: the baseline's rule index (None: no paired columns)."""
+  m, r, nb = correct.shape
+  flat = correct.reshape(m, r * nb)
+  collab = np.repeat(edge_correct[:, None], r * nb, axis=1)
+  collab[off] = flat
+  out = dict(zip(("offloaded_acc_lo", "offloaded_acc_hi"), stats.bootstrap_cis(flat, n_boot)))
+  out.update(zip(("overall_acc_lo", "overall_acc_hi"), stats.bootstrap_cis(collab, n_boot)))
+  if base is not None:
+    ref = np.broadcast_to(correct[:, base:base + 1], correct.shape).reshape(m, r * nb)
+    paired = stats.paired_bootstraps(flat, ref, n_boot)
+    diff, lo, hi, _ = comparison_columns("topk")
+    out.update({diff: paired["diff"], lo: paired["lo"], hi: paired["hi"]})
+  return {k: v.reshape(r, nb) for k, v in out.items()}
+
+
+def _accuracies(correct, ref_correct, edge_correct, off, low, cis) -> dict:
+  """Offloaded and overall (edge + server) accuracy with the row's intervals `cis` (from
+  `_intervals`), by attention entropy, and paired against the baseline's `ref_correct`
+  (None: absent)."""
   collab = edge_correct.copy()
   collab[off] = correct
-  out = dict(offloaded_acc=_mean(correct), overall_acc=_mean(collab),
+  out = dict(cis, offloaded_acc=_mean(correct), overall_acc=_mean(collab),
              acc_low_attn_entropy=_mean(correct[low]), acc_high_attn_entropy=_mean(correct[~low]))
-  out["offloaded_acc_lo"], out["offloaded_acc_hi"] = stats.bootstrap_ci(correct, n_boot)
-  out["overall_acc_lo"], out["overall_acc_hi"] = stats.bootstrap_ci(collab, n_boot)
-  return dict(out, **_paired(correct, ref_correct, "topk", n_boot))
+  return dict(out, **_paired_p(correct, ref_correct, "topk"))
 
 
 def comparison_columns(ref: str) -> tuple:
@@ -134,15 +154,13 @@ def paired_text(row, ref) -> str:
   return f"{format_points(diff)} [{format_points(lo)}, {format_points(hi)}], p={p:.2g}"
 
 
-def _paired(correct, ref_correct, ref: str, n_boot: int) -> dict:
-  """Paired bootstrap difference and exact McNemar p against `ref`; nan when it is absent
-  or nothing was offloaded."""
+def _paired_p(correct, ref_correct, ref: str) -> dict:
+  """The exact McNemar p against `ref` (the paired intervals come batched); nan when it is
+  absent (with its interval columns) or nothing was offloaded."""
   diff, lo, hi, p = comparison_columns(ref)
   if ref_correct is None:
     return dict.fromkeys((diff, lo, hi, p), float("nan"))
-  paired = stats.paired_bootstrap(correct, ref_correct, n_boot)
-  return {diff: paired["diff"], lo: paired["lo"], hi: paired["hi"],
-          p: stats.mcnemar(correct, ref_correct)["p_value"] if len(correct) else float("nan")}
+  return {p: stats.mcnemar(correct, ref_correct)["p_value"] if len(correct) else float("nan")}
 
 
 def add_comparisons(rows, records, methods, budgets, refs, n_boot: int = 1000,
@@ -152,11 +170,16 @@ def add_comparisons(rows, records, methods, budgets, refs, n_boot: int = 1000,
   every row of `summarize`, in place and after its columns, against `ref` under the row's
   own uplink condition (conditions as in `summarize`). -> the rows."""
   keys = [(float(c[0]), int(c[1])) for c in conditions or [(0.0, 8)]]
-  for ref in (r for r in refs if r != "topk"):
+  for ref in (r for r in refs if r != "topk" and rows):
     base = methods.index(ref)
-    for row in rows:
-      u = keys.index((row.get("erasure", 0.0), row.get("pixel_bits", 8))) * len(methods)
-      i, j = methods.index(row["method"]), list(budgets).index(row["budget"])
-      row.update(_paired(correct(records, u + i, j), correct(records, u + base, j), ref,
-                         n_boot))
+    cols = [(keys.index((row.get("erasure", 0.0), row.get("pixel_bits", 8))) * len(methods),
+             methods.index(row["method"]), list(budgets).index(row["budget"])) for row in rows]
+    a = np.stack([correct(records, u + i, j) for u, i, j in cols], axis=1)
+    b = np.stack([correct(records, u + base, j) for u, _, j in cols], axis=1)
+    paired = stats.paired_bootstraps(a, b, n_boot)  # all rows at once: shared resamples
+    diff, lo, hi, p = comparison_columns(ref)
+    for k, row in enumerate(rows):
+      row.update({diff: float(paired["diff"][k]), lo: float(paired["lo"][k]),
+                  hi: float(paired["hi"][k]),
+                  p: stats.mcnemar(a[:, k], b[:, k])["p_value"] if len(a) else float("nan")})
   return rows

@@ -16,6 +16,7 @@ from sage_jax.report.metrics import COLUMNS
 from sage_jax.report import progressive
 from sage_jax.report import tables
 from sage_jax.report.tables import fixed
+from sage_jax import timing
 
 
 def format_table(rows, columns=("method", "budget", "offloaded_acc", "pct_of_ceiling",
@@ -275,24 +276,26 @@ def reference_text(plan) -> str:
           + (", the uplink section all of them." if rates * depths > 1 else "."))
 
 
-def write_all(rows, workdir, records, plan, examples=None):
+def write_all(rows, workdir, records, plan, examples=None, timer=timing.NULL):
   """results.csv/.json, per_image.npz, the plots and report.md (progressive.csv too); the
   comparisons with report.compare_to are added to `rows` in place. examples: the selection
   map's rows (`pipeline.MAP_KEYS`), or None. The report reads the reference uplink
   condition's rows (`plan.reference`), each table at that condition's bits per unit; the
-  uplink section all of them."""
-  metrics.add_comparisons(rows, records, plan.labels, plan.budgets, plan.report.compare_to,
-                          plan.report.n_boot, plan.condition_bits)
-  files.write(os.path.join(workdir, "results.csv"), to_csv(rows))
-  files.write(os.path.join(workdir, "results.json"), to_json(rows))
-  files.write(os.path.join(workdir, "per_image.npz"), files.npz_bytes(records))
+  uplink section all of them. timer: its write parts (`timing`)."""
+  with timer("write", "comparisons"):
+    metrics.add_comparisons(rows, records, plan.labels, plan.budgets, plan.report.compare_to,
+                            plan.report.n_boot, plan.condition_bits)
+  with timer("write", "results_files"):
+    files.write(os.path.join(workdir, "results.csv"), to_csv(rows))
+    files.write(os.path.join(workdir, "results.json"), to_json(rows))
+    files.write(os.path.join(workdir, "per_image.npz"), files.npz_bytes(records))
   if rows[0]["n_offloaded"] == 0:  # no accuracy to plot or compare
     text = nothing_offloaded(rows[0], plan.gate, records["score"])
     files.write(os.path.join(workdir, "report.md"),
                 f"# sage_jax sweep report\n\n{text}\n".encode())
     return
   cfg, main = plan.report, main_rows(rows, plan)
-  _plots(main, workdir, plan, examples)
+  _plots(main, workdir, plan, examples, timer)
   m = rows[0]["n_offloaded"]
   if m < MIN_OFFLOADED:
     claims = [f"Only {m} image{' was' if m == 1 else 's were'} offloaded, fewer than "
@@ -319,20 +322,26 @@ def write_all(rows, workdir, records, plan, examples=None):
   files.write(os.path.join(workdir, "report.md"), md.encode())
 
 
-def _plots(rows, workdir, plan, examples):
+def _plots(rows, workdir, plan, examples, timer=timing.NULL):
   """Accuracy vs budget, bits and latency; the selection maps (the beyond one too)."""
   cfg = plan.report
-  figures.accuracy_plot(rows, os.path.join(workdir, "curves.png"))
-  figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_bits.png"), x="bits_per_request")
-  figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_latency.png"), x="latency_ms",
-                        rate=dict(cfg.rates)[cfg.channel])
+  with timer("write", "figures/curves.png"):
+    figures.accuracy_plot(rows, os.path.join(workdir, "curves.png"))
+  with timer("write", "figures/acc_vs_bits.png"):
+    figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_bits.png"), x="bits_per_request")
+  with timer("write", "figures/acc_vs_latency.png"):
+    figures.accuracy_plot(rows, os.path.join(workdir, "acc_vs_latency.png"), x="latency_ms",
+                          rate=dict(cfg.rates)[cfg.channel])
   if examples is None or not len(examples["map_image"]):
     return
-  figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"],
-                        examples["map_keep_mask"], plan.labels, plan.patch_size,
-                        os.path.join(workdir, "selection_map.png"))
+  with timer("write", "figures/selection_map.png"):
+    figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"],
+                          examples["map_keep_mask"], plan.labels, plan.patch_size,
+                          os.path.join(workdir, "selection_map.png"))
   if cfg.beyond is not None:
     cols = [plan.labels.index(m) for m in beyond_lib.map_columns(cfg.beyond)]
-    figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"][:, cols],
-                          examples["map_keep_mask"][:, cols], beyond_lib.map_columns(cfg.beyond),
-                          plan.patch_size, os.path.join(workdir, "beyond_map.png"))
+    with timer("write", "figures/beyond_map.png"):
+      figures.selection_map(examples["map_image"] / 255.0, examples["map_keep_idx"][:, cols],
+                            examples["map_keep_mask"][:, cols],
+                            beyond_lib.map_columns(cfg.beyond), plan.patch_size,
+                            os.path.join(workdir, "beyond_map.png"))

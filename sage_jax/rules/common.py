@@ -19,6 +19,18 @@ def fixed(idx, budget):
   return Selection(idx.astype(jnp.int32), jnp.ones(budget, bool), jnp.int32(budget))
 
 
+def fixed_slots(idx, budget, width: int):
+  """`fixed` at a traced budget: i32[width] whose first `budget` slots are the picks."""
+  return Selection(idx.astype(jnp.int32), jnp.arange(width) < budget,
+                   jnp.asarray(budget, jnp.int32))
+
+
+def budget_table(values) -> jax.Array:
+  """A per-K count computed in Python (exact, as the static rule computes it), as a table a
+  traced budget indexes: values[k] for k = 0..width."""
+  return jnp.asarray(np.asarray(values, np.int32))
+
+
 def check_budget(budget, n):
   if not 1 <= budget <= n:
     raise ValueError(f"budget {budget} is out of range; allowed: 1..{n} (number of patches)")
@@ -44,17 +56,18 @@ def same_is_one(cos):
   return jnp.where(cos >= 1.0 - SAME_DIRECTION_TOL, 1.0, cos)
 
 
-def greedy_maxmin(x, min_dist, count):
+def greedy_maxmin(x, min_dist, count, width=None):
   """`count` more greedy max-min cosine picks on unit rows x: f32[P, D] -> i32[count];
-  min_dist: f32[P], distance to the set so far (-inf: not pickable). Ties to the lowest."""
+  min_dist: f32[P], distance to the set so far (-inf: not pickable). Ties to the lowest.
+  width: a traced count's picks in the first `count` of i32[width]."""
   def pick(i, carry):
     chosen, min_dist = carry
     j = jnp.argmax(min_dist)
     return chosen.at[i].set(j), jnp.minimum(min_dist, 1.0 - same_is_one(x @ x[j])).at[j].set(
         -jnp.inf)
 
-  chosen = jnp.zeros(count, jnp.int32)
-  if count == 0:
+  chosen = jnp.zeros(count if width is None else width, jnp.int32)
+  if width is None and count == 0:
     return chosen
   return jax.lax.fori_loop(0, count, pick, (chosen, min_dist))[0]
 
@@ -67,13 +80,18 @@ def extend_maxmin(embeddings, kept, count):
   return jnp.concatenate([kept, greedy_maxmin(x, min_dist, count)])
 
 
-def farthest_point(embeddings, seed_pos, budget):
+def farthest_point(embeddings, seed_pos, budget, width=None, pickable=None):
   """Greedy max-min cosine distance on f32[P, D] -> positions in pick order, seed first
-  (ties to the lowest position: callers pass candidates in ascending patch order)."""
+  (ties to the lowest position: callers pass candidates in ascending patch order). width: a
+  traced budget's picks in the first `budget` of i32[width]; pickable: bool[P], the rows
+  that may be picked (all: None)."""
   x = l2_normalize(embeddings)
   # The seed carries -inf so it is never picked again.
-  min_dist = (1.0 - same_is_one(x @ x[seed_pos])).at[seed_pos].set(-jnp.inf)
-  rest = greedy_maxmin(x, min_dist, budget - 1)
+  min_dist = 1.0 - same_is_one(x @ x[seed_pos])
+  if pickable is not None:
+    min_dist = jnp.where(pickable, min_dist, -jnp.inf)
+  min_dist = min_dist.at[seed_pos].set(-jnp.inf)
+  rest = greedy_maxmin(x, min_dist, budget - 1, None if width is None else width - 1)
   return jnp.concatenate([jnp.reshape(seed_pos, (1,)).astype(jnp.int32), rest])
 
 

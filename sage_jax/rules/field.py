@@ -17,6 +17,16 @@ import numpy as np
 from sage_jax.rules import common
 
 
+def slots_of(rule_slots):
+  """A `<rule>_slots(importance, embeddings, budget, slots, **params)` in the registry's
+  `Rule.slots` form (key unused; the picks' slots masked past the budget)."""
+  def slots(importance, embeddings, key, budget, width, **params):
+    del key
+    idx = rule_slots(importance, embeddings, budget, width, **params)
+    return common.fixed_slots(idx, budget, width)
+  return slots
+
+
 def divprune_slots(importance, embeddings, budget, slots):
   """DivPrune's picks, in order, in the first `budget` of i32[slots] (importance unused)."""
   del importance
@@ -158,7 +168,7 @@ def cdpruner(importance, embeddings, key, budget, theta=0.5):
 def dart_slots(importance, embeddings, budget, slots, pivots=4):
   """DART's picks in the first `budget` of i32[slots]: P = min(pivots, K) pivots, then each
   pivot's share of the M = K - P others: M // P each, one more for the first M % P pivots."""
-  n = importance.shape[0]
+  n, pivots = importance.shape[0], int(pivots)
   p_max = min(pivots, slots)                                           # static
   p = jnp.minimum(pivots, budget)
   m = budget - p

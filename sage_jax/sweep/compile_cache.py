@@ -207,34 +207,118 @@ def _old_steps(folder: str) -> list:
   return removed
 
 
+# The duration events of compiling one program, in the order JAX sends them, and the names
+# of its seconds in `Stats.programs`.
+STAGES = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
+          "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+          "/jax/core/compile/backend_compile_duration": "compile_s"}
+_ORDER = tuple(STAGES.values())
+_HIT, _MISS = "/jax/compilation_cache/cache_hits", "/jax/compilation_cache/cache_misses"
+_RETRIEVAL = "/jax/compilation_cache/cache_retrieval_time_sec"
+_OPEN = 64  # programs a thread may have traced or lowered and not compiled yet
+
+
+def _base(name: str) -> str:
+  """JAX names a program 'f' when it traces it, 'jit(f)' when it lowers and compiles it."""
+  m = re.fullmatch(r"\w+\((.*)\)", name)
+  return m[1] if m else name
+
+
+class _Program:
+  """One program's seconds of each stage, its name, and its label and input shapes where
+  the caller gave them (`timing.labelled`)."""
+  __slots__ = ("name", "base", "label", "shapes", "seconds", "last", "cache", "retrieval_s")
+
+  def __init__(self, name: str, label):
+    self.name, self.base = name, _base(name)
+    self.label, self.shapes = (label.label, label.shapes()) if label else (None, None)
+    self.seconds = dict.fromkeys(_ORDER, 0.0)
+    self.last, self.cache, self.retrieval_s = -1, "off", None
+
+  def add(self, stage: str, name: str, seconds: float):
+    self.seconds[stage] += seconds
+    self.last = _ORDER.index(stage)
+    self.name = name if stage != "trace_s" else self.name  # lowered: JAX's module name
+
+  def to_json(self) -> dict:
+    out = dict(name=self.name)
+    if self.label is not None:
+      out["label"] = self.label
+    if self.shapes:
+      out["shapes"] = self.shapes
+    out.update(self.seconds, cache=self.cache)
+    if self.retrieval_s is not None:
+      out["cache_retrieval_s"] = self.retrieval_s
+    return out
+
+
 class Stats:
   """Compilation seconds and persistent-cache hits/misses from jax.monitoring events, nested
-  events counted once. Listeners stay registered: make one per process."""
+  events counted once, in all and per program (`programs`). Listeners stay registered: make
+  one per process."""
 
   def __init__(self):
     self.seconds, self.hits, self.misses = 0.0, 0, 0
-    self._spans = []  # (end, seconds) of the outermost events so far
+    self._spans = []     # (end, seconds) of the outermost events so far
+    self._programs = []  # _Program, in the order JAX began them
+    self._open = {}      # thread -> its programs not compiled yet
+    self._cache = {}     # thread -> [hit | miss, retrieval seconds] for its next compile
+    self._lock = threading.RLock()  # a label's shapes are read while it is held
     clock = timing.stopwatch()
-    events = ("/jax/core/compile/jaxpr_trace_duration",
-              "/jax/core/compile/jaxpr_to_mlir_module_duration",
-              "/jax/core/compile/backend_compile_duration")
 
     def on_duration(event, duration, **kwargs):
-      del kwargs
-      if event not in events:
+      if event == _RETRIEVAL:
+        self._cache.setdefault(threading.get_ident(), ["off", None])[1] = duration
+      if event not in STAGES:
         return
-      end = clock()  # events ending inside this one's span are in its duration already
-      inner = [sp for sp in self._spans if sp[0] >= end - duration]
-      self._spans = [sp for sp in self._spans if sp[0] < end - duration] + [(end, duration)]
-      self.seconds += duration - sum(d for _, d in inner)
+      with self._lock:
+        end = clock()  # events ending inside this one's span are in its duration already
+        inner = [sp for sp in self._spans if sp[0] >= end - duration]
+        self._spans = [sp for sp in self._spans if sp[0] < end - duration] + [(end, duration)]
+        own = duration - sum(d for _, d in inner)
+        self.seconds += own
+        self._record(STAGES[event], str(kwargs.get("fun_name", "?")), own)
 
     def on_event(event, **kwargs):
       del kwargs
-      self.hits += event == "/jax/compilation_cache/cache_hits"
-      self.misses += event == "/jax/compilation_cache/cache_misses"
+      if event in (_HIT, _MISS):
+        self.hits += event == _HIT
+        self.misses += event == _MISS
+        self._cache.setdefault(threading.get_ident(), ["off", None])[0] = (
+            "hit" if event == _HIT else "miss")
 
     jax.monitoring.register_event_duration_secs_listener(on_duration)
     jax.monitoring.register_event_listener(on_event)
+
+  def _record(self, stage: str, name: str, seconds: float):
+    """An event's own seconds to its program: this thread's latest one of that name not past
+    this stage yet (JAX traces, lowers, then compiles it), else a new one."""
+    thread = threading.get_ident()
+    waiting = self._open.setdefault(thread, [])
+    program = next((p for p in reversed(waiting) if p.base == _base(name)
+                    and p.last < _ORDER.index(stage)), None)
+    if program is None:
+      program = _Program(name, timing.current_label())
+      self._programs.append(program)
+      waiting.append(program)
+    program.add(stage, name, seconds)
+    if stage == "compile_s":
+      program.cache, program.retrieval_s = self._cache.pop(thread, ("off", None))
+      waiting.remove(program)
+    del waiting[:-_OPEN]  # traced, never compiled (jax.eval_shape): not waited for forever
+
+  def mark(self) -> int:
+    """-> where the programs from now on begin (for `programs`)."""
+    return len(self._programs)
+
+  def programs(self, since: int = 0) -> list:
+    """The programs JAX began since `mark` gave `since` -> timing.json's dicts: name (JAX's),
+    label and shapes of the inputs (where `timing.labelled`), trace_s, lower_s, compile_s
+    (all of them add up to the seconds counted since), cache: hit | miss (read from or
+    written to the persistent cache) | off (neither; only traced), cache_retrieval_s on a
+    hit (inside its compile_s)."""
+    with self._lock:
+      return [p.to_json() for p in self._programs[since:]]
 
   def summary(self) -> str:
     cache = (f"persistent cache {self.hits} hits, {self.misses} misses"

@@ -42,7 +42,7 @@ def sweep_chunks(plan, models, workdir=None, progress=False, timer=timing.NULL):
   """Runs the sweep -> (per-image records in dataset order, plus the gate's threshold;
   counts of the work done). With a workdir each finished chunk is saved and skipped when the
   run is started again; with several processes every process ends with all records."""
-  with timer("setup"):
+  with timer("setup", "steps_build"):
     pipe = pipeline.build(plan, models)
   ds, bs, size = plan.dataset, pipe.plan.batch_size, plan.chunk_size
   n_images, gate = input_pipeline.num_examples(ds, plan.num_images), {}
@@ -57,7 +57,7 @@ def sweep_chunks(plan, models, workdir=None, progress=False, timer=timing.NULL):
   ranges = chunk_ranges(n_images, size)
   own, todo = {}, []
   for c in distributed.my_chunks(len(ranges)):
-    with timer("write"):
+    with timer("write", "chunk_load"):
       own[c] = workdir_lib.load_chunk(workdir, *ranges[c]) if workdir else None
     if own[c] is None:
       todo.append(c)
@@ -72,7 +72,7 @@ def sweep_chunks(plan, models, workdir=None, progress=False, timer=timing.NULL):
         own[c], done = pipeline.evaluate(pipe, batches, threshold, bar.update, timer)
         counts = _add(counts, done)
         if workdir:
-          with timer("write"):
+          with timer("write", "chunk_save"):
             workdir_lib.save_chunk(workdir, start, stop, own[c])
           saved += 1
           _test_hook_stop(saved)
@@ -111,36 +111,47 @@ class Result(NamedTuple):
   models: Any
 
 
+def _setup(config, workdir: str, new_subdir: bool, timer):
+  """The checked plan, the workdir opened, the models loaded -> (plan, workdir, models)."""
+  with timer("setup", "plan"), timing.labelled("plan"):  # each rule traced (eval_shape)
+    plan = plan_lib.make(config)
+  with timer("setup", "dataset_open"):
+    # The split's size from its metadata: an empty slice or one smaller than num_images
+    # is refused here, before any checkpoint is read or model loaded.
+    input_pipeline.num_examples(plan.dataset, plan.num_images)
+    plan = dataclasses.replace(plan, boxes=input_pipeline.has_boxes(plan.dataset))
+  with timer("setup", "workdir"):
+    workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir,
+                                       workdir_lib.run_inputs(plan))
+  with timer("setup", "model_load"), timing.labelled("model_load"):  # init's shapes
+    models = pipeline.load_models(plan)
+  return plan, workdir, models
+
+
 def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
-        compile_stats=None, window=contextlib.nullcontext) -> Result:
+        compile_stats=None, window=contextlib.nullcontext, started=()) -> Result:
   """Main job: sweep every (rule, budget); write results, plots, report.md and timing.json,
   resuming from the workdir's finished chunks. compile_stats: compile_cache.Stats (compile
-  time apart in timing.json); window: a context manager around the evaluation alone."""
-  timer = timing.Timer(compile_stats)
+  time and programs apart in timing.json); window: a context manager around the evaluation
+  alone; started: setup's parts before this call (`timing.Timer`'s before: main's imports)."""
+  timer = timing.Timer(compile_stats, before=started)
   # The outermost segment: host-side time no inner segment claims (e.g. the input
   # pipeline's teardown when evaluate returns), so the segments add up to the wall time.
   with timer("host"):
-    with timer("setup"):
-      plan = plan_lib.make(config)
-      # The split's size from its metadata: an empty slice or one smaller than num_images
-      # is refused here, before any checkpoint is read or model loaded.
-      input_pipeline.num_examples(plan.dataset, plan.num_images)
-      plan = dataclasses.replace(plan, boxes=input_pipeline.has_boxes(plan.dataset))
-      workdir = workdir_lib.open_workdir(workdir, plan.config_json, new_subdir,
-                                         workdir_lib.run_inputs(plan))
-      models = pipeline.load_models(plan)
+    plan, workdir, models = _setup(config, workdir, new_subdir, timer)
     with window():
       records, counts = sweep_chunks(plan, models, workdir, progress, timer)
     if jax.process_index() != 0:  # every process holds every record; process 0 writes
       return Result([], {}, plan, models)
-    with timer("write"):
+    with timer("write", "summarize"):
       examples = {k: records.pop(k)[:plan.report.map_examples] for k in pipeline.MAP_KEYS}
       rows = metrics.summarize(records, plan.labels, list(plan.budgets), plan.num_patches,
                                plan.bits_per_unit, plan.report.n_boot,
                                conditions=plan.condition_bits)
       if rows[0]["n_offloaded"] == 0:
         logging.warning(writer.nothing_offloaded(rows[0], plan.gate, records["score"]))
-      writer.write_all(rows, workdir, records, plan, examples)
+    with timer("write", "report_sections"):  # write_all's own parts come out of it
+      writer.write_all(rows, workdir, records, plan, examples, timer=timer)
   breakdown = _breakdown(timer, counts, plan, models, len(records["index"]))
   files.write(os.path.join(workdir, "timing.json"),
               (json.dumps(breakdown, indent=1) + "\n").encode())
@@ -153,9 +164,11 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
 
 
 def _breakdown(timer, counts, plan, models, images) -> dict:
-  """timing.json: the wall time, its segments, the work counted, the server's FLOP/s."""
+  """timing.json (`timing`'s docstring): the wall time, its segments and their parts, the
+  work counted, the server's FLOP/s, every program compiled."""
   wall = timer.total()
-  breakdown = dict(wall_s=wall, segments_s=dict(timer.seconds), images=images, **counts)
+  breakdown = dict(wall_s=wall, segments_s=dict(timer.seconds),
+                   segment_parts_s=timer.parts_json(), images=images, **counts)
   if counts.get("server_calls"):  # the server's FLOPs (vit.forward_flops) over its time computing
     kept = {k: int(k) if k != "ceiling" else plan.num_patches for k in counts["server_calls"]}
     flops = sum(n * counts["server_batch_size"] * vit.forward_flops(
@@ -163,4 +176,5 @@ def _breakdown(timer, counts, plan, models, images) -> dict:
     seg = timer.seconds
     computing = wall - seg["setup"] - seg["compile"] - seg["write"]
     breakdown.update(server_flops=flops, server_flops_per_s=flops / max(computing, 1e-9))
+  breakdown["programs"] = timer.programs()
   return breakdown

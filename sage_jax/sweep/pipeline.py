@@ -46,7 +46,8 @@ def load_models(plan) -> ModelPair:
 class Steps(NamedTuple):
   edge: Callable     # (edge params, images) -> per-image edge outputs
   ceiling: Callable  # (server params, images) -> (ceiling outputs, known evidence)
-  budget: Callable   # (server params, batch, known, budget) -> (outputs, known)
+  budget: Callable   # (server params, batch, known, budget[, pre]) -> (outputs, known)
+  select: Callable = None  # rows -> the slotted rules' picks at every budget (pre)
 
 
 def make_steps(plan, edge, server, mesh=None) -> Steps:
@@ -64,6 +65,7 @@ class Pipeline(NamedTuple):
   server_params: Any
   put: Callable
   mesh: Any
+  regroup: tuple = ()  # `_regroup_fns`, made once so every chunk reuses their programs
 
 
 def build(plan, models: ModelPair) -> Pipeline:
@@ -78,9 +80,10 @@ def build(plan, models: ModelPair) -> Pipeline:
   split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   steps = make_steps(plan, models.edge, models.server, mesh)
-  return Pipeline(plan, steps, jax.device_put(models.edge_params, replicated),
+  pipe = Pipeline(plan, steps, jax.device_put(models.edge_params, replicated),
                   jax.device_put(models.server_params, replicated),
                   lambda tree: jax.device_put(tree, split), mesh)
+  return pipe._replace(regroup=_regroup_fns(pipe))
 
 
 def _raise_if_not_finite(finite, index, where):
@@ -100,8 +103,9 @@ def uncertainties(pipe: Pipeline, batches, timer=timing.NULL) -> tuple:
     with timer("input_wait"):
       batch = next(batches, None)
     if batch is not None:
-      ahead = (batch["valid"],
-               pipe.steps.edge(pipe.edge_params, pipe.put(batch["image"]))["uncertainty"])
+      images = pipe.put(batch["image"])
+      with timing.labelled("edge", images):
+        ahead = (batch["valid"], pipe.steps.edge(pipe.edge_params, images)["uncertainty"])
       n += 1
     if behind is not None:
       with timer("device_wait"):
@@ -195,7 +199,7 @@ class _Loop:
                        server_calls=dict.fromkeys(["ceiling"] + [str(k) for k in plan.budgets],
                                                   0))
     self.map_left = plan.report.map_examples
-    self.regroup = _regroup_fns(self.pipe)
+    self.regroup = self.pipe.regroup or _regroup_fns(self.pipe)
 
 
 def evaluate(pipe: Pipeline, batches, threshold: float, on_images=lambda n: None,
@@ -245,7 +249,8 @@ def _dispatch_edge(loop: _Loop, batch):
     batch["on_item"] = input_pipeline.box_patches(batch["box"], plan.dataset.image_size,
                                                    plan.patch_size)
     rows["on_item"] = pipe.put(batch["on_item"])
-  out = pipe.steps.edge(pipe.edge_params, rows["image"])
+  with timing.labelled("edge", rows["image"]):
+    out = pipe.steps.edge(pipe.edge_params, rows["image"])
   rows.update(importance=out["importance"], tokens=out["tokens"], edge_pred=out["pred"])
   loop.counts["edge_batches"] += 1
   return batch, rows, out
@@ -271,8 +276,10 @@ def _read_edge(loop: _Loop, batch, rows, out):
   if off.any():
     empty, append, _ = loop.regroup
     if loop.buffer is None:
-      loop.buffer = empty(rows)
-    loop.buffer = append(loop.buffer, rows, loop.pipe.put(off), loop.held)
+      with timing.labelled("regroup empty", rows):
+        loop.buffer = empty(rows)
+    with timing.labelled("regroup append", loop.buffer, rows, off, loop.held):
+      loop.buffer = append(loop.buffer, rows, loop.pipe.put(off), loop.held)
     loop.held += int(off.sum())
     loop.queue.append(batch["index"][off])
     take = np.flatnonzero(off)[:loop.map_left]
@@ -283,7 +290,8 @@ def _read_edge(loop: _Loop, batch, rows, out):
 def _dispatch_server(loop: _Loop, n_valid: int):
   """Runs every budget on the first server_batch_size rows held -> what _read_server needs."""
   pipe, s = loop.pipe, loop.pipe.plan.server_batch_size
-  batch, loop.buffer = loop.regroup[2](loop.buffer)
+  with timing.labelled("regroup pop", loop.buffer):
+    batch, loop.buffer = loop.regroup[2](loop.buffer)
   valid = np.arange(s) < n_valid
   batch["valid"] = pipe.put(valid)
   queue = np.concatenate(loop.queue)

@@ -11,6 +11,7 @@ import numpy as np
 
 from sage_jax import rules
 from sage_jax.sweep import uplink
+from sage_jax import timing
 
 
 def coverage_cells(num_patches: int, coarse: int) -> np.ndarray:
@@ -89,6 +90,9 @@ def make_server_steps(plan, server, mesh=None) -> tuple:
   the progressive schedule's budgets the reference condition's server logits of the signal
   rules (server_logits f32[R_sig, B, C], for the stop signals).
   Outputs of the server are [U * R, B], condition-major; those of the selection [R, B].
+  The third step (None when no rule has one) selects with every rule's traced-budget form
+  (`rules.Rule.slots`) at every budget in one program, one call per batch; the budget
+  step takes its picks as `pre` (docs/choices.md, "The sweep's programs").
   """
   n, r = server.num_patches, len(plan.rules)
   conditions = plan.uplink.conditions
@@ -110,10 +114,13 @@ def make_server_steps(plan, server, mesh=None) -> tuple:
     return dict(pred=logits.argmax(-1).astype(jnp.int32),
                 finite=jnp.isfinite(logits).all(-1)), known
 
-  def budget_step(params, batch, known, budget):
-    """Select K patches with every rule, classify each new evidence set on the server under
-    every uplink condition, compare with the all-patch answer."""
-    keep_idx, keep_mask, demand = select_all(plan, batch, budget)        # [R, B, K]
+  def budget_step(params, batch, known, budget, pre=None):
+    """Select K patches with every rule (pre: the slotted rules' picks, `select_slots`),
+    classify each new evidence set on the server under every uplink condition, compare with
+    the all-patch answer."""
+    if pre is not None:  # [budgets, S, B, ...] -> this budget's
+      pre = jax.tree.map(lambda x: x[sorted(plan.budgets).index(budget)], pre)
+    keep_idx, keep_mask, demand = select_all(plan, batch, budget, pre)   # [R, B, K]
     sets = evidence_sets(keep_idx, keep_mask, n)                         # bool[R, B, N]
     classify = lambda images, idx, mask: server.apply({"params": params}, images, idx, mask,
                                                       True)[0]
@@ -135,15 +142,52 @@ def make_server_steps(plan, server, mesh=None) -> tuple:
 
   step = (budget_step if mesh is None else
           _per_device(budget_step, mesh, plan.report.map_budget, logit_budgets))
-  return ceiling_step, jax.jit(step, static_argnums=3)
+  return ceiling_step, jax.jit(step, static_argnums=3), _select_step(plan, mesh)
 
 
-def select_all(plan, batch, budget):
-  """Every rule's selection at `budget`, each on its own importance score ->
+def slotted(plan) -> tuple:
+  """Positions in plan.rules of the rules with a traced-budget form (`rules.Rule.slots`)."""
+  return tuple(i for i, rule in enumerate(plan.rules) if rules.get_rule(rule.name).slots)
+
+
+def select_slots(plan, rows, budget):
+  """The slotted rules' selections at a traced budget, width max(budgets) ->
+  (keep_idx i32[S, B, W], keep_mask bool[S, B, W], demand i32[S, B]). rows: importance,
+  tokens, index."""
+  width = max(plan.budgets)
+  sels = [rules.select_batch_slots(rule.name, rows["importance"][rule.importance],
+                                   rows["tokens"], rows["index"], budget, width, plan.seed,
+                                   **rule.kwargs)
+          for rule in (plan.rules[i] for i in slotted(plan))]
+  return (jnp.stack([s.keep_idx for s in sels]), jnp.stack([s.keep_mask for s in sels]),
+          jnp.stack([s.demand for s in sels]).astype(jnp.int32))
+
+
+def _select_step(plan, mesh):
+  """rows -> select_slots at every budget of the plan, ascending, stacked: [budgets, S, B, ..]
+  (one program, its loop body compiled once; per device on a mesh); None without slotted
+  rules."""
+  if not slotted(plan):
+    return None
+  budgets = np.asarray(sorted(plan.budgets), np.int32)
+  every = lambda rows: jax.lax.map(lambda k: select_slots(plan, rows, k), budgets)
+  if mesh is None:
+    return jax.jit(every)
+  P = jax.sharding.PartitionSpec
+  return jax.jit(jax.shard_map(every, mesh=mesh, in_specs=P("batch"),
+                               out_specs=(P(None, None, "batch"),) * 3, check_vma=False))
+
+
+def select_all(plan, batch, budget, pre=None):
+  """Every rule's selection at `budget`, each on its own importance score; the slotted
+  rules' from `pre` (select_slots' output) when given ->
   (keep_idx i32[R, B, K], keep_mask bool[R, B, K], demand i32[R, B])."""
-  sels = [rules.select_batch(rule.name, batch["importance"][rule.importance], batch["tokens"],
+  row = {i: j for j, i in enumerate(slotted(plan))} if pre is not None else {}
+  sels = [rules.Selection(pre[0][row[i], :, :budget], pre[1][row[i], :, :budget], pre[2][row[i]])
+          if i in row else
+          rules.select_batch(rule.name, batch["importance"][rule.importance], batch["tokens"],
                              batch["index"], budget, plan.seed, **rule.kwargs)
-          for rule in plan.rules]
+          for i, rule in enumerate(plan.rules)]
   return (jnp.stack([s.keep_idx for s in sels]), jnp.stack([s.keep_mask for s in sels]),
           jnp.stack([s.demand for s in sels]).astype(jnp.int32))
 
@@ -201,16 +245,18 @@ def _per_device(budget_step, mesh, map_budget, logit_budgets=frozenset()):
   rows = P(None, "batch")
   known_spec = dict(sets=P(None, None, "batch"), logits=P(None, None, "batch"), sent=rows)
 
-  def step(params, batch, known, budget):
+  def step(params, batch, known, budget, pre=None):
     names = ["server_pred", "units", "demand", "coverage", "units_sent", "finite", "fresh",
              "server_conf", "kl_full"]
     names += ["on_item"] if "on_item" in batch else []
     names += ["keep_idx", "keep_mask"] if budget == map_budget else []
     names += ["server_logits"] if budget in logit_budgets else []
-    local = lambda p, b, kn: budget_step(p, b, kn, budget)
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P("batch"), known_spec),
+    local = lambda p, b, kn, *pr: budget_step(p, b, kn, budget, *pr)
+    given = () if pre is None else (pre,)
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P("batch"), known_spec)
+                         + ((P(None, None, "batch"),) * 3,) * len(given),
                          out_specs=(dict.fromkeys(names, rows), known_spec),
-                         check_vma=False)(params, batch, known)
+                         check_vma=False)(params, batch, known, *given)
   return step
 
 
@@ -218,8 +264,13 @@ def run_budgets(steps, server_params, batch, budgets):
   """Ceiling, then every budget in ascending order (so saturated rules repeat the previous
   budget's evidence), chaining what is known; no host round trip in between.
   -> (ceiling, outputs in the order of `budgets`), still on the devices."""
-  ceiling, known = steps.ceiling(server_params, batch["image"])
-  outs = {}
+  with timing.labelled("ceiling", batch["image"]):
+    ceiling, known = steps.ceiling(server_params, batch["image"])
+  rows, pre, outs = {k: batch[k] for k in ("importance", "tokens", "index")}, None, {}
+  if steps.select is not None:  # every budget's picks of the slotted rules
+    with timing.labelled("select", rows):
+      pre = steps.select(rows)
   for k in sorted(budgets):
-    outs[k], known = steps.budget(server_params, batch, known, k)
+    with timing.labelled(f"budget K={k}", batch, known, pre):
+      outs[k], known = steps.budget(server_params, batch, known, k, pre)
   return ceiling, [outs[k] for k in budgets]

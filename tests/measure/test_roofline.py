@@ -78,6 +78,18 @@ def test_sweep_total_by_hand():
   assert row["edge_batch_s"] == pytest.approx(2.0)
   assert row["server_batch_s"] == pytest.approx(7.0)
   assert row["sweep_s"] == pytest.approx(9.5) and row["flag"] == "note"
+  assert row[roofline.CPU_COMPILE] is None  # not measured
+  (row,) = roofline.project(costs, {"X": roofline.Peak(peak, bw, "doc")}, {"X": ("x-8", 8, 2)},
+                            1000, 0.357, 0.5, 4, 100, 50, 10.0, compile_s=3.0)
+  assert row[roofline.CPU_COMPILE] == 3.0
+
+
+def test_compile_seconds_of_the_sweep_leave_the_chunks_out():
+  # The chunks are compiled only to count their cost; the sweep runs edge, ceiling, budgets.
+  seconds = {"edge": 1.0, "ceiling": 2.0, ("chunk", 4): 40.0, ("budget", 4): 4.0,
+             ("chunk", 8): 80.0, ("budget", 8): 8.0}
+  assert roofline.sweep_compile_s(seconds) == 15.0
+  assert roofline.sweep_compile_s({}) is None
 
 
 def test_miss_flag():
@@ -117,6 +129,11 @@ def test_command_path_on_tiny_shapes(tmp_path):
   result = roofline.measure_and_project(roofline.check(c), log=lambda msg: None)
   steps = [r["step"] for r in result["costs"]]
   assert steps[:2] == ["edge (4 images)", "ceiling (2 rows)"] and len(steps) == 5
+  # This CPU's compile seconds: on each program's row; select+dedup is the budget step's.
+  compiled = {r["step"].split(" (")[0]: r[f"bfloat16_{roofline.CPU_COMPILE}"]
+              for r in result["costs"]}
+  assert compiled.pop("select+dedup K=8") is None and all(s > 0 for s in compiled.values())
+  assert all(r[roofline.CPU_COMPILE] > 0 for r in result["check"])
   chunk = next(r for r in result["costs"] if r["step"].startswith("server chunk"))
   select = next(r for r in result["costs"] if r["step"].startswith("select"))
   for dtype in ("bfloat16",):  # float32 is compiled (and run) by the check below
@@ -138,6 +155,8 @@ def test_command_path_on_tiny_shapes(tmp_path):
                                                 / m["decode_per_core"])
     assert math.isclose(r["sweep_s"] * r["chips"], r["chip_sweep_s"])
     assert r["flops_only_sweep_s"] <= r["sweep_s"]
+    assert r[roofline.CPU_COMPILE] == pytest.approx(
+        compiled["edge"] + compiled["ceiling"] + compiled["budget step K=8"])
   json.dumps(result, default=str)
 
 

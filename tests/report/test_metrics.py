@@ -192,3 +192,42 @@ def test_conditions_are_condition_major_and_compared_within_their_condition():
   metrics.add_comparisons(rows, r, ["r", "topk"], [2, 4], ["r"], 200, conditions)
   assert all(x["diff_vs_r"] == 0 for x in rows if x["method"] == "r")
   assert rows[2]["diff_vs_r"] == -rows[0]["diff_vs_topk"]
+
+
+def _random_records(n=80, rules=3, budgets=2, conditions=2, seed=0):
+  rng = np.random.default_rng(seed)
+  off = rng.random(n) < 0.4
+  m = int(off.sum())
+  label = rng.integers(0, 3, n)
+  per_rule = lambda hi: rng.integers(0, hi, (m, rules, budgets))
+  return dict(index=np.arange(n), label=label, edge_pred=rng.integers(0, 3, n),
+              score=np.zeros(n), offloaded=off, attn_entropy=rng.random(n),
+              off_index=np.arange(n)[off], ceiling_pred=rng.integers(0, 3, m),
+              server_pred=rng.integers(0, 3, (m, conditions * rules, budgets)),
+              units=per_rule(5), demand=per_rule(6), coverage=rng.random((m, rules, budgets)),
+              kl_full=np.zeros((m, conditions * rules, budgets), np.float32))
+
+
+def test_batched_intervals_equal_the_per_row_statistics():
+  """summarize's and add_comparisons' intervals (all rows resampled together) equal each
+  row's own bootstrap_ci / paired_bootstrap on its flags: the right column, its condition's
+  baseline, the overall flags with the edge's answers."""
+  r, labels, budgets = _random_records(), ["a", "topk", "b"], [2, 4]
+  conditions = [(0.0, 8, 10), (0.3, 4, 7)]
+  rows = metrics.summarize(r, labels, budgets, 4, 10, n_boot=150, conditions=conditions)
+  metrics.add_comparisons(rows, r, labels, budgets, ["b"], 150, conditions)
+  off = r["offloaded"]
+  label_off = r["label"][off]
+  for row, (u, i, j) in zip(rows, np.ndindex(2, 3, 2)):
+    correct = r["server_pred"][:, 3 * u + i, j] == label_off
+    overall = r["edge_pred"] == r["label"]
+    overall[off] = correct
+    ref, other = (r["server_pred"][:, 3 * u + k, j] == label_off for k in (1, 2))
+    topk, vs_b = stats.paired_bootstrap(correct, ref, 150), stats.paired_bootstrap(
+        correct, other, 150)
+    assert (row["offloaded_acc_lo"], row["offloaded_acc_hi"]) == stats.bootstrap_ci(correct, 150)
+    assert (row["overall_acc_lo"], row["overall_acc_hi"]) == stats.bootstrap_ci(overall, 150)
+    assert [row[f"diff_vs_topk{s}"] for s in ("", "_lo", "_hi")] == list(topk.values())
+    assert [row[f"diff_vs_b{s}"] for s in ("", "_lo", "_hi")] == list(vs_b.values())
+    assert row["p_vs_b"] == stats.mcnemar(correct, other)["p_value"]
+    assert all(type(row[c]) is float for c in ("offloaded_acc_lo", "diff_vs_topk", "diff_vs_b"))

@@ -131,3 +131,99 @@ def test_errors():
     stats.bootstrap_ci(np.ones(3, bool), alpha=1.5)
   with pytest.raises(ValueError, match="n_boot 0"):
     stats.bootstrap_ci(np.ones(3, bool), n_boot=0)
+
+
+# ----------------------------------------------------------------------------
+# the counts-matmul path against the plain gather (bit for bit)
+# ----------------------------------------------------------------------------
+def gathered_means(x, n_boot, seed, chunk=stats._CHUNK):
+  """f64[n_boot]: each resample's mean, drawn in chunks of rows resamples and gathered."""
+  x = np.asarray(x, np.float64)
+  rng, m = np.random.default_rng(seed), len(x)
+  rows = max(1, chunk // m)
+  return np.concatenate([x[rng.integers(0, m, size=(min(rows, n_boot - lo), m))].mean(axis=1)
+                         for lo in range(0, n_boot, rows)])
+
+
+def gathered_ci(x, n_boot, seed=0, alpha=0.05):
+  return tuple(float(v) for v in np.quantile(gathered_means(x, n_boot, seed),
+                                             [alpha / 2, 1 - alpha / 2]))
+
+
+def values(kind, m, seed):
+  rng = np.random.default_rng(seed)
+  if kind == "bool":
+    return rng.random(m) < 0.7
+  if kind == "diff":  # a paired difference of flags
+    return (rng.random(m) < 0.7).astype(float) - (rng.random(m) < 0.6)
+  return rng.integers(0, 50, m)  # unit counts
+
+
+@pytest.fixture
+def fresh_counts():
+  """Tests that patch the chunk or storage sizes must not read counts cached without them."""
+  stats._counts.cache_clear()
+  yield
+  stats._counts.cache_clear()
+
+
+@pytest.mark.parametrize("kind", ["bool", "diff", "ints"])
+@pytest.mark.parametrize("m,n_boot,chunk", [(1, 5, 1 << 22), (7, 30, 1 << 22), (300, 50, 1000),
+                                            (333, 41, 1000), (1000, 5, 1000)])
+def test_counts_means_equal_the_gathered_means(fresh_counts, monkeypatch, kind, m, n_boot, chunk):
+  """chunk 1000 makes several chunks (chunk // m < n_boot), the last one short at m = 333."""
+  monkeypatch.setattr(stats, "_CHUNK", chunk)
+  x = values(kind, m, m)
+  got = stats._boot_means(np.asarray(x, np.float64).reshape(-1, 1), n_boot, 3)[:, 0]
+  assert np.array_equal(got, gathered_means(x, n_boot, 3, chunk))
+  assert stats._counts.cache_info().currsize == 1  # the counts path, not the gather
+
+
+def test_counts_means_at_full_chunks_and_in_uint8(fresh_counts, monkeypatch):
+  """The real chunk with several chunks (4M // 20000 = 209 < 500); then the same counts kept
+  as uint8 (converted a chunk at a time) where float32 would be too big."""
+  x = values("diff", 20000, 1)
+  want = gathered_means(x, 500, 0)
+  assert np.array_equal(stats._boot_means(x.reshape(-1, 1), 500, 0)[:, 0], want)
+  stats._counts.cache_clear()
+  monkeypatch.setattr(stats, "_F32_ENTRIES", 1000)
+  assert stats._counts(20000, 500, 0).dtype == np.uint8
+  assert np.array_equal(stats._boot_means(x.reshape(-1, 1), 500, 0)[:, 0], want)
+
+
+@pytest.mark.parametrize("x", [
+    np.random.default_rng(0).random(200),                    # not integers
+    np.full(200, 2.0 ** 22 + 1),                             # sums past 2**24: float32 rounds
+    np.where(np.arange(200) % 2, 1.0, -0.0),                 # -0.0: the gathered mean keeps it
+    np.r_[np.ones(199), np.nan]])
+def test_other_x_take_the_gather_path(fresh_counts, x):
+  got = stats._boot_means(x.reshape(-1, 1), 300, 0)[:, 0]
+  assert np.array_equal(got, gathered_means(x, 300, 0), equal_nan=True)
+  assert stats._counts.cache_info().currsize == 0
+
+
+def test_the_counts_cache_keeps_m_n_boot_and_seeds_apart(fresh_counts):
+  """Interleaved calls: each (m, n_boot, seed) gets its own resamples, as drawn alone."""
+  xs = {m: values("bool", m, m) for m in (300, 301)}
+  for m, n_boot, seed in [(300, 100, 0), (301, 100, 0), (300, 100, 0), (300, 100, 1),
+                          (300, 120, 0), (301, 100, 1)]:
+    assert stats.bootstrap_ci(xs[m], n_boot, seed) == gathered_ci(xs[m], n_boot, seed)
+  assert stats._counts.cache_info().hits >= 1
+
+
+def test_batched_intervals_equal_each_column_alone(monkeypatch):
+  """bootstrap_cis / paired_bootstraps over 7 columns, 3 at a time, against the plain
+  per-column gather; the non-integer column set takes the gather path."""
+  monkeypatch.setattr(stats, "_COLUMNS", 3)
+  rng = np.random.default_rng(4)
+  a, b = rng.random((500, 7)) < 0.7, rng.random((500, 7)) < 0.6
+  for x in (a, rng.integers(-3, 4, (500, 7)), rng.random((500, 7))):
+    lo, hi = stats.bootstrap_cis(x, 200, 2, alpha=0.1)
+    for k in range(7):
+      assert (lo[k], hi[k]) == gathered_ci(x[:, k], 200, 2, alpha=0.1)
+  r = stats.paired_bootstraps(a, b, 200)
+  for k in range(7):
+    d = a[:, k].astype(float) - b[:, k]
+    assert (r["diff"][k], r["lo"][k], r["hi"][k]) == (d.mean(), *gathered_ci(d, 200))
+    assert stats.paired_bootstrap(a[:, k], b[:, k], 200) == dict(
+        diff=d.mean(), lo=r["lo"][k], hi=r["hi"][k])
