@@ -223,10 +223,17 @@ def _compiled_sweep(su, rules, example):
   steps = pipeline.make_steps(sub, su.edge, su.server, pipe.mesh)
   ceiling, secs = harness.aot(steps.ceiling, pipe.server_params, example["image"])
   known, by_budget, seconds = ceiling(pipe.server_params, example["image"])[1], {}, [secs]
+  select, pre, rows = steps.select, (), {k: example[k] for k in ("importance", "tokens", "index")}
+  if select is not None:  # one program for the slotted rules at every budget
+    select, select_secs = harness.aot(select, rows)
+    pre = (select(rows),)
   for k in sub.budgets:
-    by_budget[k], secs = harness.aot(steps.budget, pipe.server_params, example, known, k)
+    by_budget[k], secs = harness.aot(steps.budget, pipe.server_params, example, known, k, *pre)
     seconds.append(secs)
-  steps = steps._replace(ceiling=ceiling, budget=lambda p, b, kn, k: by_budget[k](p, b, kn))
+  if select is not None:
+    seconds.append(select_secs)  # listed last
+  steps = steps._replace(ceiling=ceiling, select=select, budget=lambda p, b, kn, k, *pr:
+                         by_budget[k](p, b, kn, *pr))
   return pipe._replace(plan=sub, steps=steps), seconds
 
 
@@ -238,7 +245,8 @@ def sweep_rows(su, shape, n_off, timed):
   example = _server_batch(pipe, su.images, edge_out, np.arange(n_off))
   fast, seconds = _compiled_sweep(su, plan.rules, example)
   compiles = [_row(shape, f"compile sweep step {name}", "s", secs)
-              for name, secs in zip(["ceiling"] + [f"K={k}" for k in budgets], seconds)]
+              for name, secs in zip(["ceiling"] + [f"K={k}" for k in budgets] + ["select"],
+                                    seconds)]
   specs = [(r.name, r.kwargs) for r in plan.rules]
   t_jax, (_, outs) = timed(lambda: jax_sweep(fast, su.images, n_off), warmup=0)
   t_torch, (_, rule_seconds, ceiling_seconds) = timed(

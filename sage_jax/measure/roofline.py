@@ -132,8 +132,8 @@ def project(costs, peaks, systems, images, share, dedup, rules, batch, server_ba
 
 
 def sweep_compile_s(seconds: dict):
-  """Seconds to compile the programs a sweep runs (edge, ceiling, every budget step; not
-  the chunks, compiled to count their cost) -> their sum, or None when not measured."""
+  """Seconds to compile the programs a sweep runs (edge, ceiling, select, every budget step;
+  not the chunks, compiled to count their cost) -> their sum, or None when not measured."""
   if not seconds:
     return None
   return sum(v for k, v in seconds.items() if not (isinstance(k, tuple) and k[0] == "chunk"))
@@ -336,6 +336,9 @@ def cost_rows(costs: dict, plan, dedup: float, full_trips: float = 1.0,
                     lambda c, k=k: c[("chunk", k)], ("chunk", k)))
     rows.append(row(f"budget step K={k} ({trips[k]:.2f} chunks)", lambda c, k=k: budget_cost(
         c[("select", k)], c[("chunk", k)], trips[k]), ("budget", k)))
+  if all("select" in c for c in costs.values()):  # in each select+dedup row already
+    rows.append(row(f"select, every K (one program, {plan.server_batch_size} rows)",
+                    lambda c: c["select"], "select"))
   return rows
 
 

@@ -1,5 +1,6 @@
 """FLOPs and bytes XLA counts for each compiled step of the sweep. XLA counts a loop body
-once, so a budget step is select = step - chunk, then select + trips x chunk (docs/imagenet.md).
+once, so a budget step is select = step - chunk (+ the select program's one budget), then
+select + trips x chunk (docs/imagenet.md).
 """
 from typing import Any, NamedTuple
 
@@ -65,11 +66,13 @@ def compile_steps(pipe, server, images):
   put = (lambda tree: tree) if abstract else pipe.put
   out = []
 
-  def step(name, fn, *args, static=()):
-    """fn compiled (static: trailing arguments) -> a call giving its outputs (or shapes)."""
-    compiled, lower_s, compile_s = harness.aot_parts(fn, *args, *static)
-    out.append(Step(name, compiled, args, cost_of(compiled), lower_s, compile_s))
-    return lambda: jax.eval_shape(fn, *args, *static) if abstract else compiled(*args)
+  def step(name, fn, *args, static=(), tail=()):
+    """fn compiled (static: arguments after args, then tail) -> a call giving its outputs
+    (or shapes)."""
+    compiled, lower_s, compile_s = harness.aot_parts(fn, *args, *static, *tail)
+    out.append(Step(name, compiled, args + tail, cost_of(compiled), lower_s, compile_s))
+    return lambda: (jax.eval_shape(fn, *args, *static, *tail) if abstract
+                    else compiled(*args, *tail))
 
   edge = step("edge", pipe.steps.edge, pipe.edge_params, put(images))()
   edge = edge if abstract else jax.device_get(edge)
@@ -78,21 +81,31 @@ def compile_steps(pipe, server, images):
                    importance={k: _rows(v, s) for k, v in edge["importance"].items()},
                    tokens=_rows(edge["tokens"], s), valid=given((s,), jnp.bool_, np.ones(s, bool))))
   known = step("ceiling", pipe.steps.ceiling, p, batch["image"])()[1]
+  pre = None  # the slotted rules' picks at every budget: one program (server_step.select_slots)
+  if pipe.steps.select is not None:
+    pre = step("select", pipe.steps.select,
+               {k: batch[k] for k in ("importance", "tokens", "index")})()
   chunk = jax.jit(lambda p, x, idx, mask: server.apply({"params": p}, x, idx, mask, True)[0])
   for k in sorted(pipe.plan.budgets):
     idx = put(given((s, k), jnp.int32, np.tile(np.arange(k, dtype=np.int32), (s, 1))))
     step(("chunk", k), chunk, p, batch["image"], idx,
          put(given((s, k), jnp.bool_, np.ones((s, k), bool))))
-    known = step(("budget", k), pipe.steps.budget, p, batch, known, static=(k,))()[1]
+    known = step(("budget", k), pipe.steps.budget, p, batch, known, static=(k,),
+                 tail=(pre,) if pre is not None else ())()[1]
   return out
 
 
 def costs_by_step(compiled) -> dict:
-  """compile_steps' list -> {"edge", "ceiling", ("chunk", k), ("select", k)}: Costs."""
-  costs = {}
+  """compile_steps' list -> {"edge", "ceiling", ("chunk", k), ("select", k)} (and "select",
+  the slotted rules' program, where there is one): Costs. A budget's selection includes the
+  select program's (XLA counts its loop over the budgets once: one budget's share)."""
+  costs, shared = {}, Cost(0.0, 0.0)
   for s in compiled:
     if isinstance(s.name, tuple) and s.name[0] == "budget":  # its chunk compiled just before
-      costs[("select", s.name[1])] = select_cost(s.cost, costs[("chunk", s.name[1])])
+      own = select_cost(s.cost, costs[("chunk", s.name[1])])
+      costs[("select", s.name[1])] = Cost(own.flops + shared.flops, own.bytes + shared.bytes)
+    elif s.name == "select":
+      shared = costs["select"] = s.cost
     else:
       costs[s.name] = s.cost
   return costs

@@ -42,7 +42,8 @@ def test_smoke_run_has_every_row(tmp_path):
   expected = {"matmul fp32 128x128", "edge forward", "server forward K=4",
               "sage % of server K=4", "full sweep 5x1, 2/4 off",
               "sweep, threshold rules 2x1", "full sweep, server rows run", "compile edge step",
-              "compile server K=4", "compile sweep step K=4", "compile sweep step ceiling"}
+              "compile server K=4", "compile sweep step K=4", "compile sweep step ceiling",
+              "compile sweep step select"}  # the slotted rules' one program for every K
   expected |= {f"select {rule} K=4" for rule in torch_reference.TORCH_RULES}
   assert {r["name"] for r in rows} == expected
   assert len(rows) == len(expected)

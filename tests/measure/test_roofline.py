@@ -128,7 +128,8 @@ def test_command_path_on_tiny_shapes(tmp_path):
               bandwidth_mb=4, decode_images=2)
   result = roofline.measure_and_project(roofline.check(c), log=lambda msg: None)
   steps = [r["step"] for r in result["costs"]]
-  assert steps[:2] == ["edge (4 images)", "ceiling (2 rows)"] and len(steps) == 5
+  assert steps[:2] == ["edge (4 images)", "ceiling (2 rows)"] and len(steps) == 6
+  assert steps[-1] == "select, every K (one program, 2 rows)"  # sage's traced-budget form
   # This CPU's compile seconds: on each program's row; select+dedup is the budget step's.
   compiled = {r["step"].split(" (")[0]: r[f"bfloat16_{roofline.CPU_COMPILE}"]
               for r in result["costs"]}
@@ -140,7 +141,8 @@ def test_command_path_on_tiny_shapes(tmp_path):
     assert chunk[f"{dtype}_gflop"] > 0 and chunk[f"{dtype}_mb"] > 0
     # The budget step's one counted server chunk came off: what is left is the selection.
     assert select[f"{dtype}_gflop"] < 0.1 * chunk[f"{dtype}_gflop"]
-  assert [r["step"] for r in result["check"]] == ["edge", "ceiling", "chunk K=8", "budget K=8"]
+  assert [r["step"] for r in result["check"]] == ["edge", "ceiling", "select", "chunk K=8",
+                                                  "budget K=8"]
   for r in result["check"]:
     assert r["predicted_s"] > 0 and r["measured_s"] > 0
     assert r["ratio"] == pytest.approx(r["measured_s"] / r["predicted_s"])
@@ -156,7 +158,8 @@ def test_command_path_on_tiny_shapes(tmp_path):
     assert math.isclose(r["sweep_s"] * r["chips"], r["chip_sweep_s"])
     assert r["flops_only_sweep_s"] <= r["sweep_s"]
     assert r[roofline.CPU_COMPILE] == pytest.approx(
-        compiled["edge"] + compiled["ceiling"] + compiled["budget step K=8"])
+        compiled["edge"] + compiled["ceiling"] + compiled["select, every K"]
+        + compiled["budget step K=8"])
   json.dumps(result, default=str)
 
 
