@@ -51,7 +51,8 @@ RULES = {
     "dpp": Rule(relevance_diversity.dpp, primary="quality_exponent"),
     # The field's training-free token selection rules of 2025 (field.py).
     "divprune": Rule(field.divprune, slots=field.slots_of(field.divprune_slots)),
-    "vispruner": Rule(field.vispruner, primary="ratio", slots=field.slots_of(field.vispruner_slots)),
+    "vispruner": Rule(field.vispruner, primary="ratio",
+                      slots=field.slots_of(field.vispruner_slots)),
     "cdpruner": Rule(field.cdpruner, primary="theta", slots=field.slots_of(field.cdpruner_slots)),
     "dart": Rule(field.dart, primary="pivots", slots=field.slots_of(field.dart_slots)),
 }

@@ -80,8 +80,9 @@ def answers(logits, full_logits):
 
 
 def make_server_steps(plan, server, mesh=None) -> tuple:
-  """-> (ceiling step, budget step), jitted for the plan's rules; the budget step compiles
-  once per budget. `known` goes through every step: per uplink condition the evidence sets
+  """-> (ceiling, budget, select step), jitted for the plan's rules; the budget step compiles
+  once per budget; the select step (None without slotted rules) picks with the rules'
+  traced-budget forms at every budget in one program, passed on as `pre`. `known` goes through every step: per uplink condition the evidence sets
   and server logits [U, 1 + R, B, ...] (the ceiling, then every rule at the previous
   budget), and the units each rule has sent so far [R, B, N]. A rule's row whose set
   equals a known one or an earlier rule's at the same budget takes those logits instead of
@@ -90,9 +91,6 @@ def make_server_steps(plan, server, mesh=None) -> tuple:
   the progressive schedule's budgets the reference condition's server logits of the signal
   rules (server_logits f32[R_sig, B, C], for the stop signals).
   Outputs of the server are [U * R, B], condition-major; those of the selection [R, B].
-  The third step (None when no rule has one) selects with every rule's traced-budget form
-  (`rules.Rule.slots`) at every budget in one program, one call per batch; the budget
-  step takes its picks as `pre` (docs/choices.md, "The sweep's programs").
   """
   n, r = server.num_patches, len(plan.rules)
   conditions = plan.uplink.conditions
