@@ -1,3 +1,4 @@
+import fcntl
 import os
 import sys
 
@@ -20,11 +21,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_compile_cache(tmp_path_factory):
-  """One compilation cache per test session (per xdist worker), as `main` turns on for every
-  run: the many small in-process sweeps share most of their steps (test_sweep, test_report,
-  test_workdir and test_train: 218 s instead of 304 s). It changes no result
-  (tests/sweep/test_compile_cache.py); the tests that run `python -m sage_jax.main` use the flag's
-  per-user default or their own folder."""
+def _session_compile_cache(tmp_path_factory, request):
+  """One compilation cache per test session, shared by its xdist workers, as `main` turns on
+  for every run: the many small in-process sweeps share most of their steps (test_sweep,
+  test_report, test_workdir and test_train: 218 s instead of 304 s), and what one worker
+  compiled (a rule at a budget, an op of an eager run) the other reads back. It changes no
+  result (tests/sweep/test_compile_cache.py); the tests that run `python -m sage_jax.main` use
+  the flag's per-user default or their own folder."""
   from sage_jax.sweep import compile_cache  # pylint: disable=import-outside-toplevel
-  compile_cache.enable(str(tmp_path_factory.mktemp("jax_cache")))
+  base = tmp_path_factory.getbasetemp()
+  worker = hasattr(request.config, "workerinput")  # an xdist worker: base = <session's>/<id>
+  session = base.parent if worker else base
+  # One worker at a time: `enable` writes and removes a probe of one name in the folder.
+  with open(session / "jax_cache.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    compile_cache.enable(str(session / "jax_cache"))

@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,17 +8,25 @@ import pytest
 from sage_jax.models import vit
 
 
+@functools.partial(jax.jit, static_argnums=0, static_argnames="logits_only")
+def apply(model, params, *args, logits_only=False):
+  """model.apply, jitted: eager, every op compiles for each new shape (seconds a test)."""
+  return model.apply({"params": params}, *args, logits_only=logits_only)
+
+
 @pytest.fixture(scope="module")
 def small():
   model = vit.ViT(num_classes=5, width=32, depth=2, num_heads=4, mlp_dim=64, patch_size=4,
                   num_patches=16)
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+
+  # One jitted init (eager, every op compiles: ~15 s on each xdist worker), then numpy noise
+  # (jax.random.normal compiles a sampler per leaf shape: ~2 s).
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
   # The head starts at zero; perturb every weight so the logits are informative.
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape)
-                                     for x, k in zip(leaves, keys)])
-  images = jax.random.normal(jax.random.PRNGKey(2), (6, 16, 16, 3))
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda x: jnp.asarray(np.asarray(x) + 0.3 * rng.standard_normal(
+      x.shape, np.float32)), params)
+  images = jnp.asarray(rng.standard_normal((6, 16, 16, 3), np.float32))
   return model, params, images
 
 
@@ -30,7 +40,7 @@ def test_patchify_matches_loops():
 
 def test_edge_outputs(small):
   model, params, images = small
-  logits, out = model.apply({"params": params}, images)
+  logits, out = apply(model, params, images)
   assert logits.shape == (6, 5)
   assert out["attn"].shape == (6, 4, 17, 17) and len(out["attns"]) == 2
   np.testing.assert_allclose(out["attn"].sum(-1), 1.0, atol=1e-5)
@@ -39,36 +49,36 @@ def test_edge_outputs(small):
 
 def test_subset_with_all_indices_equals_full_forward(small):
   model, params, images = small
-  full = model.apply({"params": params}, images)[0]
+  full = apply(model, params, images)[0]
   idx = jnp.broadcast_to(jnp.arange(16), (6, 16))
-  sub = model.apply({"params": params}, images, idx)[0]
+  sub = apply(model, params, images, idx)[0]
   np.testing.assert_allclose(sub, full, atol=1e-5)
   # Any order of all patches gives the same logits: each patch keeps its own position.
   perm = jnp.stack([jax.random.permutation(jax.random.PRNGKey(i), 16) for i in range(6)])
-  np.testing.assert_allclose(model.apply({"params": params}, images, perm)[0], full, atol=1e-5)
+  np.testing.assert_allclose(apply(model, params, images, perm)[0], full, atol=1e-5)
 
 
 def test_subset_positions_matter(small):
   model, params, images = small
   idx = jnp.broadcast_to(jnp.arange(3), (6, 3))  # first row, columns 0..2
-  a = model.apply({"params": params}, images, idx)[0]
+  a = apply(model, params, images, idx)[0]
   # The same pixels claimed one column to the right: different logits.
   shifted = jnp.roll(images, 4, axis=2)  # patch column c moves to c+1
   np.testing.assert_array_equal(vit.patchify(shifted, 4)[:, 1:4], vit.patchify(images, 4)[:, 0:3])
-  b = model.apply({"params": params}, shifted, idx + 1)[0]
+  b = apply(model, params, shifted, idx + 1)[0]
   assert np.abs(np.asarray(a - b)).max() > 1e-3
 
 
 def test_masked_padding_leaves_logits_unchanged(small):
   model, params, images = small
   idx = jnp.asarray([[3, 7, 0, 12, 5]] * 6)
-  want = model.apply({"params": params}, images, idx)[0]
+  want = apply(model, params, images, idx)[0]
   pad_idx = jnp.concatenate([idx, jnp.asarray([[9, 9, 1]] * 6)], axis=1)
   mask = jnp.asarray([[True] * 5 + [False] * 3] * 6)
-  got = model.apply({"params": params}, images, pad_idx, mask)[0]
+  got = apply(model, params, images, pad_idx, mask)[0]
   assert np.abs(np.asarray(got - want)).max() <= 1e-5
   # Without the mask the padding does change the answer (the test can fail).
-  unmasked = model.apply({"params": params}, images, pad_idx)[0]
+  unmasked = apply(model, params, images, pad_idx)[0]
   assert np.abs(np.asarray(unmasked - want)).max() > 1e-4
 
 
@@ -77,8 +87,8 @@ def test_logits_only_gives_the_same_logits(small):
   idx = jnp.asarray([[3, 7, 0, 12, 5, 9]] * 6)
   mask = jnp.asarray([[True] * 4 + [False] * 2] * 6)
   for args in ((), (idx,), (idx, mask)):
-    logits, out = model.apply({"params": params}, images, *args)
-    fast, fast_out = model.apply({"params": params}, images, *args, logits_only=True)
+    logits, out = apply(model, params, images, *args)
+    fast, fast_out = apply(model, params, images, *args, logits_only=True)
     np.testing.assert_allclose(fast, logits, atol=1e-5)
     np.testing.assert_allclose(fast_out["pre_logits"], out["pre_logits"], atol=1e-5)
     assert "tokens" not in fast_out and "attn" not in fast_out
@@ -97,8 +107,8 @@ def test_bfloat16_activations_stay_close(small):
   bf16 = model.clone(dtype=jnp.bfloat16)
   idx = jnp.asarray([[3, 7, 0, 12, 5]] * 6)
   for args in ((images,), (images, idx)):
-    want = model.apply({"params": params}, *args)[0]
-    got = bf16.apply({"params": params}, *args)[0]
+    want = apply(model, params, *args)[0]
+    got = apply(bf16, params, *args)[0]
     assert got.dtype == jnp.float32
     # bf16 keeps 8 mantissa bits: about 1% of the logit scale here.
     assert np.abs(np.asarray(got - want)).max() <= 0.05 * np.abs(np.asarray(want)).max()

@@ -1,6 +1,7 @@
 """Progressive offloading from records (sage_jax/report/progressive.py): hand-computed answers; the
 rule whose set grows with K (paper.sage_nested). The units sent so far against a set
 computation: tests/sweep/test_pipeline.py."""
+import jax
 import numpy as np
 import pytest
 
@@ -58,24 +59,32 @@ def _example(n=16, d=5, seed=0):
   return rng.rand(n).astype(np.float32), rng.randn(n, d).astype(np.float32)
 
 
+# One program for every budget at once (each static): op by op, the greedy loops compile
+# again at every call (1.5 to 4 s a seed against 1 s for the program).
+_NESTED_EVERY_K = jax.jit(lambda imp, emb: [paper.sage_nested(imp, emb, None, k)
+                                            for k in range(1, 17)])
+POOLS = ((0.5, 4), (0.25, 2), (1.0, 8))  # (pool_frac, K): P = 8, 4, 16 = 2K
+_NESTED_AND_PLAIN = jax.jit(lambda imp, emb: [
+    (paper.sage_nested(imp, emb, None, k, pool_frac=pool_frac),
+     paper.sage(imp, emb, None, k, pool_ratio=2.0)) for pool_frac, k in POOLS])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sage_nested_sets_grow_with_the_budget(seed):
   importance, embeddings = _example(seed=seed)
   previous = set()
-  for k in range(1, 17):
-    s = paper.sage_nested(importance, embeddings, None, k)
+  for k, s in enumerate(_NESTED_EVERY_K(importance, embeddings), 1):
     idx = np.asarray(s.keep_idx)[np.asarray(s.keep_mask)]
     assert len(idx) == k == len(set(idx.tolist()))
     assert previous <= set(idx.tolist()), f"the set at K={k} drops a unit sent at K={k - 1}"
     previous = set(idx.tolist())
+  assert k == 16
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sage_nested_equals_sage_where_their_pools_agree(seed):
   importance, embeddings = _example(seed=seed)
-  for pool_frac, k in ((0.5, 4), (0.25, 2), (1.0, 8)):  # P = 8, 4, 16 = 2K
-    nested = paper.sage_nested(importance, embeddings, None, k, pool_frac=pool_frac)
-    plain = paper.sage(importance, embeddings, None, k, pool_ratio=2.0)
+  for nested, plain in _NESTED_AND_PLAIN(importance, embeddings):
     np.testing.assert_array_equal(np.asarray(nested.keep_idx), np.asarray(plain.keep_idx))
 
 
@@ -84,7 +93,7 @@ def test_sage_nested_continues_max_min_outside_the_pool():
   # farthest from the whole pool, the orthogonal one, whatever its attention.
   importance = np.array([0.9, 0.8, 0.7, 0.1], np.float32)
   embeddings = np.array([[1, 0], [1, 0.01], [1, 0.02], [0, 1]], np.float32)
-  s = paper.sage_nested(importance, embeddings, None, 3, pool_frac=0.5)
+  s = jax.jit(paper.sage_nested, static_argnums=(3, 4))(importance, embeddings, None, 3, 0.5)
   assert np.asarray(s.keep_idx).tolist() == [0, 1, 3]
 
 

@@ -7,6 +7,7 @@ a test on random data only asserts identical picks when that gap is far above
 float32 rounding (inputs are regenerated deterministically otherwise).
 """
 
+import functools
 import inspect
 import math
 
@@ -177,6 +178,25 @@ def run_rule(name, imp, emb, K, key=KEY, **kw):
   return tuple(np.asarray(a) for a in sel)
 
 
+_PROGRAMS = {}
+
+
+def run_rules(calls):
+  """run_rule of each of [(name, imp, emb, K, kw)] in one program (a program each takes about
+  twice the compile time), compiled once per [(name, K, pool_ratio)] -> [(idx, mask, demand)]."""
+  assert all(set(kw) <= {"delta", "pool_ratio"} for *_, kw in calls)
+  static = tuple((name, K, kw.get("pool_ratio")) for name, _, _, K, kw in calls)
+  if static not in _PROGRAMS:
+    def program(inputs):
+      return [rules.RULES[name].fn(imp, emb, KEY, budget=K, **delta,
+                                   **({} if pr is None else {"pool_ratio": pr}))
+              for (name, K, pr), (imp, emb, delta) in zip(static, inputs)]
+    _PROGRAMS[static] = jax.jit(program)
+  inputs = [(jnp.asarray(imp), jnp.asarray(emb), {k: v for k, v in kw.items() if k == "delta"})
+            for _, imp, emb, _, kw in calls]
+  return [tuple(np.asarray(a) for a in sel) for sel in _PROGRAMS[static](inputs)]
+
+
 def default_kwargs(name):
   return {"delta": 0.05} if name in ("threshold", "sum_threshold") else {}
 
@@ -219,8 +239,8 @@ def test_topk_matches_reference(N, D, K):
 def test_topk_ties_to_lower_index():
   imp = np.array([0.1, 0.3, 0.1, 0.3, 0.0, 0.3, 0.1, 0.1, 0.0], np.float32)  # 9 patches
   emb = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
-  for K in (1, 2, 3, 5, 9):
-    idx, _, _ = run_rule("topk", imp, emb, K)
+  budgets = (1, 2, 3, 5, 9)
+  for K, (idx, _, _) in zip(budgets, run_rules([("topk", imp, emb, K, {}) for K in budgets])):
     np.testing.assert_array_equal(idx, ref_topk(imp, K))
   np.testing.assert_array_equal(ref_topk(imp, 5), [1, 3, 5, 0, 2])  # sanity of ref
 
@@ -282,11 +302,11 @@ def test_threshold_rules_boundary_is_inclusive():
       ("sum_threshold", 1.0, 2): ([1, 1], 5),
       ("sum_threshold", 0.25, 2): ([1, 0], 1),
   }
-  for (name, delta, K), (mask, demand) in cases.items():
+  got = run_rules([(name, imp, emb, K, {"delta": delta}) for name, delta, K in cases])
+  for ((name, delta, K), (mask, demand)), (idx, m, dem) in zip(cases.items(), got):
     ref = (ref_threshold if name == "threshold" else ref_sum_threshold)(imp, K, delta)
     np.testing.assert_array_equal(ref[1], np.array(mask, bool))  # the reference agrees
     assert ref[2] == demand
-    idx, m, dem = run_rule(name, imp, emb, K, delta=delta)
     ctx = f"{name} delta={delta} K={K}"
     np.testing.assert_array_equal(idx, [1, 3, 0, 2, 4][:K], err_msg=ctx)
     np.testing.assert_array_equal(m, np.array(mask, bool), err_msg=ctx)
@@ -329,15 +349,18 @@ def test_greedy_exact_ties_and_zero_vectors():
   N, D = 16, 4
   rng = np.random.default_rng(7)
   discriminated_div = discriminated_sage = 0
+  budgets = (2, 4, 6, 9, N)
   for trial in range(4):
     imp = rng.permutation(np.arange(1, N + 1)).astype(np.float32) / 100.0
     emb = _signed_onehot(N, D, rng, zero_rows=rng.choice(N, size=3, replace=False))
-    for K in (2, 4, 6, 9, N):
+    got = iter(run_rules([(name, imp, emb, K, {}) for K in budgets
+                          for name in ("diversity", "sage")]))
+    for K in budgets:
       picks, _ = ref_greedy(imp, emb, K)
-      idx, _, _ = run_rule("diversity", imp, emb, K)
+      idx, _, _ = next(got)
       np.testing.assert_array_equal(idx, picks, err_msg=f"diversity trial={trial} K={K}")
       s_picks, _ = ref_sage(imp, emb, K, 2.0)
-      s_idx, _, _ = run_rule("sage", imp, emb, K)
+      s_idx, _, _ = next(got)
       np.testing.assert_array_equal(s_idx, s_picks, err_msg=f"sage trial={trial} K={K}")
       # Same greedy but ties broken by pool position (importance order) instead
       # of patch index: make sure this test can tell them apart.
@@ -375,8 +398,9 @@ def test_greedy_all_zero_embeddings_exact():
   picks, _ = ref_greedy(imp, emb, K)
   seed = int(np.argmax(imp))
   assert picks[0] == seed and list(picks[1:]) == [i for i in range(N) if i != seed][: K - 1]
-  np.testing.assert_array_equal(run_rule("diversity", imp, emb, K)[0], picks)
-  np.testing.assert_array_equal(run_rule("sage", imp, emb, K)[0], ref_sage(imp, emb, K)[0])
+  div, sage = run_rules([("diversity", imp, emb, K, {}), ("sage", imp, emb, K, {})])
+  np.testing.assert_array_equal(div[0], picks)
+  np.testing.assert_array_equal(sage[0], ref_sage(imp, emb, K)[0])
 
 
 # ----------------------------------------------------------------------------
@@ -436,8 +460,8 @@ def test_threshold_rules_jit_with_traced_delta(name):
 def test_sage_pool_ratio_one_is_topk_set(N, D, K):
   for s in SEEDS:
     imp, emb = make_inputs(N, D, s)
-    idx = run_rule("sage", imp, emb, K, pool_ratio=1.0)[0]
-    t_idx = run_rule("topk", imp, emb, K)[0]
+    (idx, _, _), (t_idx, _, _) = run_rules([("sage", imp, emb, K, {"pool_ratio": 1.0}),
+                                            ("topk", imp, emb, K, {})])
     assert set(idx.tolist()) == set(t_idx.tolist())
     assert idx[0] == t_idx[0]  # seeded at the most-attended patch
 
@@ -446,10 +470,11 @@ def test_sage_pool_ratio_one_is_topk_set(N, D, K):
 def test_sage_full_pool_is_diversity(N, D, K):
   for s in SEEDS:
     imp, emb, picks = greedy_inputs(N, D, K, s, lambda i, e: ref_greedy(i, e, K))
-    d_idx = run_rule("diversity", imp, emb, K)[0]
+    ratios = (N / K, float(N), 1000.0)
+    (d_idx, _, _), *sage = run_rules([("diversity", imp, emb, K, {})] + [
+        ("sage", imp, emb, K, {"pool_ratio": pr}) for pr in ratios])
     np.testing.assert_array_equal(d_idx, picks)
-    for pr in (N / K, float(N), 1000.0):
-      idx = run_rule("sage", imp, emb, K, pool_ratio=pr)[0]
+    for pr, (idx, _, _) in zip(ratios, sage):
       np.testing.assert_array_equal(idx, d_idx, err_msg=f"seed={s} pool_ratio={pr}")
 
 
@@ -528,9 +553,17 @@ def _batch_inputs(B, N, D, seed):
   return imp, emb
 
 
-def _sb(name, imp, emb, image_index, K, **kw):
-  sel = rules.select_batch(name, jnp.asarray(imp), jnp.asarray(emb),
-                               jnp.asarray(image_index, jnp.int32), budget=K, **kw)
+@functools.partial(jax.jit, static_argnames=("name", "budget", "seed", "pool_ratio"))
+def _select_batch(name, imp, emb, image_index, budget, seed, delta=None, pool_ratio=None):
+  """rules.select_batch under jit (delta traced): op by op, its vmapped greedy loops compile
+  again at every call."""
+  kw = {k: v for k, v in dict(delta=delta, pool_ratio=pool_ratio).items() if v is not None}
+  return rules.select_batch(name, imp, emb, image_index, budget=budget, seed=seed, **kw)
+
+
+def _sb(name, imp, emb, image_index, K, seed=0, **kw):
+  sel = _select_batch(name, jnp.asarray(imp), jnp.asarray(emb),
+                      jnp.asarray(image_index, jnp.int32), budget=K, seed=seed, **kw)
   return tuple(np.asarray(a) for a in sel)
 
 

@@ -165,6 +165,21 @@ def run_rule(name, imp, emb, K, **kw):
   return tuple(np.asarray(a) for a in sel)
 
 
+_PROGRAMS = {}
+
+
+def run_rules(calls):
+  """run_rule of each of [(name, imp, emb, K, kw)] in one program (a program each takes about
+  twice the compile time), compiled once per [(name, K, kw)] -> [(idx, mask, demand)]."""
+  static = tuple((name, K, tuple(sorted(kw.items()))) for name, _, _, K, kw in calls)
+  if static not in _PROGRAMS:
+    _PROGRAMS[static] = jax.jit(lambda inputs: [
+        rules.RULES[name].fn(imp, emb, KEY, budget=K, **dict(kw))
+        for (name, K, kw), (imp, emb) in zip(static, inputs)])
+  out = _PROGRAMS[static]([(jnp.asarray(imp), jnp.asarray(emb)) for _, imp, emb, _, _ in calls])
+  return [tuple(np.asarray(a) for a in sel) for sel in out]
+
+
 def check_reference(name, N, D, K, kw, seeds=(0, 1)):
   for s in seeds:
     for t in range(30):
@@ -223,35 +238,40 @@ def test_tome_schedule():
 # 2. known answers on constructed inputs
 # ----------------------------------------------------------------------------
 def test_swap_limits():
+  budgets = (1, 6, 49)
   for s in range(3):
     imp, emb = make_inputs(49, 16, s)
-    for K in (1, 6, 49):
-      np.testing.assert_array_equal(run_rule("swap", imp, emb, K, swap_frac=0.0)[0],
-                                    run_rule("topk", imp, emb, K)[0])
+    got = iter(run_rules([call for K in budgets for call in (
+        ("swap", imp, emb, K, dict(swap_frac=0.0)), ("topk", imp, emb, K, {}),
+        ("swap", imp, emb, K, dict(swap_frac=1.0)), ("diversity", imp, emb, K, {}))]))
+    for K in budgets:
+      np.testing.assert_array_equal(next(got)[0], next(got)[0], err_msg=f"K={K}")
       # swap_frac=1 keeps only the most attended patch, then farthest-point from it: diversity
-      np.testing.assert_array_equal(run_rule("swap", imp, emb, K, swap_frac=1.0)[0],
-                                    run_rule("diversity", imp, emb, K)[0])
+      np.testing.assert_array_equal(next(got)[0], next(got)[0], err_msg=f"K={K}")
 
 
 def test_swap_zero_embeddings_fill_lowest_indices():
   imp = np.array([0.05, 0.3, 0.05, 0.2, 0.1, 0.3], np.float32)  # order 1, 5, 3, 4, 0, 2
   emb = np.zeros((6, 4), np.float32)
-  np.testing.assert_array_equal(run_rule("swap", imp, emb, 4, swap_frac=0.5)[0], [1, 5, 0, 2])
+  four, three = run_rules([("swap", imp, emb, k, dict(swap_frac=0.5)) for k in (4, 3)])
+  np.testing.assert_array_equal(four[0], [1, 5, 0, 2])
   # s = round(1.5) = 2 (halves up): only the most attended patch stays
-  np.testing.assert_array_equal(run_rule("swap", imp, emb, 3, swap_frac=0.5)[0], [1, 0, 2])
+  np.testing.assert_array_equal(three[0], [1, 0, 2])
 
 
 def test_separated_clusters_one_patch_each():
   """K well separated groups in raster blocks: bat and tome send each group's most attended."""
   rng = np.random.default_rng(3)
   N, D = 48, 8
+  calls, wants = [], []  # every input first, then one program for all
   for K in (2, 3, 4, 6):
     labels = np.arange(N) * K // N  # contiguous blocks, as objects are in an image
     emb = clustered(N, D, labels, rng)
     imp = rng.dirichlet(np.ones(N)).astype(np.float32)
     want = by_importance(imp, [by_importance(imp, np.where(labels == c)[0])[0]
                                for c in range(K)])
-    np.testing.assert_array_equal(run_rule("tome", imp, emb, K)[0], want, err_msg=f"K={K}")
+    calls.append(("tome", imp, emb, K, {}))
+    wants.append(want)
     # bat's attentive slots take the top patches whatever their group, so give the
     # attentive patches groups of their own: k_att singletons + m larger groups.
     k_att = K // 2 + K % 2
@@ -262,8 +282,11 @@ def test_separated_clusters_one_patch_each():
     imp[:k_att] += 1.0
     want = by_importance(imp, [by_importance(imp, np.where(labels == c)[0])[0]
                                for c in range(K)])
-    got = run_rule("bat", imp, emb, K)[0]
-    np.testing.assert_array_equal(got, want, err_msg=f"K={K}")
+    calls.append(("bat", imp, emb, K, {}))
+    wants.append(want)
+  for (name, _, _, K, _), want, got in zip(calls, wants, run_rules(calls)):
+    np.testing.assert_array_equal(got[0], want, err_msg=f"{name} K={K}")
+  assert len(wants) == 8
 
 
 def test_tome_groups_scattered_clusters():
@@ -289,9 +312,10 @@ def test_budget_n_sends_every_patch(name):
 
 def test_bat_attentive_frac_one_is_topk():
   imp, emb = make_inputs(49, 8, 5)
-  for K in (1, 7, 20):
-    np.testing.assert_array_equal(run_rule("bat", imp, emb, K, attentive_frac=1.0)[0],
-                                  by_importance(imp)[:K])
+  budgets = (1, 7, 20)
+  got = run_rules([("bat", imp, emb, K, dict(attentive_frac=1.0)) for K in budgets])
+  for K, (idx, _, _) in zip(budgets, got):
+    np.testing.assert_array_equal(idx, by_importance(imp)[:K])
 
 
 # ----------------------------------------------------------------------------
@@ -356,10 +380,11 @@ def test_invariants_eager_jit_vmap(name):
   assert len(set(idx.tolist())) == K and ((idx >= 0) & (idx < N)).all()
   np.testing.assert_array_equal(run_rule(name, imp, emb, K)[0], idx)  # jit == eager
   np.testing.assert_array_equal(np.asarray(rule(imp, emb, KEY, K).keep_idx), idx)  # numpy in
-  # vmap via select_batch: each row equals the single-example answer
+  # vmap via select_batch (jitted: op by op its vmapped loops compile at every call): each
+  # row equals the single-example answer
   imps, embs = zip(*(make_inputs(N, D, s) for s in range(3)))
-  batch = rules.select_batch(name, jnp.asarray(np.stack(imps)), jnp.asarray(np.stack(embs)),
-                                 jnp.arange(3), K)
+  batch = jax.jit(rules.select_batch, static_argnums=(0, 4))(
+      name, jnp.asarray(np.stack(imps)), jnp.asarray(np.stack(embs)), jnp.arange(3), K)
   assert batch.keep_idx.shape == (3, K)
   for b in range(3):
     np.testing.assert_array_equal(np.asarray(batch.keep_idx[b]),
