@@ -29,6 +29,8 @@ def test_import_contracts_hold():
     ("sage_jax/rules/common.py", "from sage_jax.report import tables  # noqa: F401\n"),
     # The hot path importing plotting.
     ("sage_jax/sweep/server_step.py", "import matplotlib  # noqa: F401\n"),
+    # The report importing TensorFlow.
+    ("sage_jax/report/figures.py", "import tensorflow  # noqa: F401\n"),
 ])
 def test_import_contracts_catch_a_broken_layer(tmp_path, module, line):
   copy = tmp_path / "repo"

@@ -71,7 +71,8 @@ def _prepare_from_files(builder, manual_dir: str) -> None:
     url_infos = infos  # a plain class attribute over TFDS's `url_infos` classproperty
 
   with tempfile.TemporaryDirectory(prefix="sage_jax_fmnist_") as scratch:
-    VerifiedFashionMNIST(data_dir=builder.data_dir_root).download_and_prepare(
+    VerifiedFashionMNIST(data_dir=builder.data_dir_root,
+                         file_format=builder.info.file_format).download_and_prepare(
         download_dir=scratch,
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
