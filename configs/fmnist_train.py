@@ -3,8 +3,9 @@
 
   python -m sage_jax.main --config=configs/fmnist_train.py:server --workdir=/tmp/train
 
-writes /tmp/train/fmnist_server.msgpack and /tmp/train/fmnist_server.json (the
-epochs' test accuracy). The shipped models in checkpoints/ change only when you
+writes /tmp/train/fmnist_server.msgpack and /tmp/train/fmnist_server.json (each
+epoch's validation accuracy on train[50000:], held out of training; the epoch with the best
+is kept and only it is scored on the test split, once). The shipped models in checkpoints/ change only when you
 copy a result over them: cp /tmp/train/fmnist_server.msgpack checkpoints/
 """
 import ml_collections
@@ -52,7 +53,9 @@ def get_config(role="server"):
       patch_drop_keep=keep,  # kept-patch counts drawn uniformly per step; None = all
       seed=0,
       max_steps=-1,          # > 0: stop after this many steps (a quick check); -1: no limit
-      eval_images=-1,        # > 0: test accuracy on the first N test images only; -1: all
+      train_split="train[:50000]",  # the images trained on (TFDS split slicing)
+      val_split="train[50000:]",    # held out: each epoch scored here, the best one kept
+      eval_images=-1,        # > 0: score the first N validation and test images only; -1: all
       output=output,         # file name, written into --workdir (with <name>.json: the log)
       init_from="",          # a checkpoint to start from (fine-tuning); "": random init
   ))

@@ -1,4 +1,5 @@
-"""Measures (`mode = "measure"`) time the pipeline instead of sweeping it: each (`MEASURES`)
+"""Measures (`mode = "measure"`) time the pipeline instead of sweeping it (or, `gate`,
+choose the gate's eta on held-out images): each (`MEASURES`)
 is a module whose `rows(config, workdir, log)` yields dict rows, and `run_measures` writes
 WORKDIR/<measure>.json (after every row) and .md."""
 import importlib
@@ -17,7 +18,8 @@ from sage_jax.report import tables
 from sage_jax import timing
 
 MEASURES = {"benchmark": "sage_jax.measure.benchmark", "scale": "sage_jax.measure.scale",
-            "rehearsal": "sage_jax.measure.rehearsal", "roofline": "sage_jax.measure.roofline"}
+            "rehearsal": "sage_jax.measure.rehearsal", "roofline": "sage_jax.measure.roofline",
+            "gate": "sage_jax.measure.gate"}
 # --- the one writer ------------------------------------------------------------------------
 
 def describe() -> dict:

@@ -54,7 +54,7 @@ def make_train_step(model, tx, keep: int, num_patches: int, smoothing: float, pa
 
 
 def accuracy(model, params, images, labels, cfg, batch_size=1000):
-  """Test accuracy with all patches."""
+  """Accuracy with all patches."""
   fwd = jax.jit(lambda p, x: model.apply({"params": p}, x)[0].argmax(-1))
   correct = 0
   for i in range(0, len(images), batch_size):
@@ -79,6 +79,22 @@ def _check(t, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise PermissionError(f"workdir {workdir} is not writable ({e.strerror})") from None
+
+
+def _check_splits(t, ds_cfg) -> None:
+  """The validation images must be held out of training and must not be test images: the
+  epoch kept (and every choice made from the log) is read on them alone."""
+  train_name, t0, t1 = input_pipeline.split_range(ds_cfg, t.train_split, "train.train_split")
+  val_name, v0, v1 = input_pipeline.split_range(ds_cfg, t.val_split, "train.val_split")
+  if val_name == "test":
+    raise ValueError(f"train.val_split {t.val_split!r} is not allowed: it reads the test split; "
+                     "give a slice of the training images held out of train.train_split, "
+                     "e.g. train[50000:]")
+  if val_name == train_name and max(t0, v0) < min(t1, v1):
+    raise ValueError(f"train.val_split {t.val_split!r} is not allowed: it overlaps "
+                     f"train.train_split {t.train_split!r} (images {max(t0, v0)}-"
+                     f"{min(t1, v1) - 1} of {train_name}); give disjoint slices, e.g. "
+                     "train[:50000] and train[50000:]")
 
 
 def _optimizer(t, total: int):
@@ -116,17 +132,20 @@ def _init_from(params, path: str):
 
 
 def train_and_save(config, workdir: str) -> dict:
-  """Trains `config.train` -> WORKDIR/<train.output> and its .json (each epoch's loss and
-  test accuracy, rewritten every epoch); shipped checkpoints change only when copied over."""
+  """Trains `config.train` on train_split -> WORKDIR/<train.output> and its .json. Each
+  epoch's validation accuracy is logged (the file rewritten every epoch); the epoch with the
+  best one is kept, and only it is scored on the test split, once. Shipped checkpoints change
+  only when copied over."""
   t = config.train
   _check(t, workdir)
   ds_cfg = config.dataset
+  _check_splits(t, ds_cfg)
   ckpt_path = os.path.join(workdir, t.output)
   log_path = os.path.splitext(ckpt_path)[0] + ".json"
-  x_train, y_train = input_pipeline.load_arrays(ds_cfg, "train")
-  x_test, y_test = input_pipeline.load_arrays(ds_cfg, "test")
-  if t.eval_images > 0:  # the first N test images (a quick check)
-    x_test, y_test = x_test[:t.eval_images], y_test[:t.eval_images]
+  x_train, y_train = input_pipeline.load_arrays(ds_cfg, t.train_split)
+  x_val, y_val = input_pipeline.load_arrays(ds_cfg, t.val_split)
+  if t.eval_images > 0:  # the first N validation and test images (a quick check)
+    x_val, y_val = x_val[:t.eval_images], y_val[:t.eval_images]
   model = vit.Model(ds_cfg.num_classes, t.variant, ds_cfg.image_size)
   n = model.num_patches
   rng = np.random.default_rng(t.seed)
@@ -146,13 +165,14 @@ def train_and_save(config, workdir: str) -> dict:
            for k in keeps}
   n_params = sum(x.size for x in jax.tree.leaves(params))
   limit = total if t.max_steps == -1 else min(t.max_steps, total)
-  logging.info("training %s (%d params) for %d epochs (%d of %d steps), keep buckets %s",
-               t.variant, n_params, t.epochs, limit, total, keeps)
+  logging.info("training %s (%d params) on %s (%d images) for %d epochs (%d of %d steps), "
+               "keep buckets %s; validation %s (%d images)", t.variant, n_params, t.train_split,
+               len(x_train), t.epochs, limit, total, keeps, t.val_split, len(x_val))
   key = jax.random.PRNGKey(t.seed + 1)
   history = []
   meta = dict(variant=t.variant, num_classes=ds_cfg.num_classes, image_size=ds_cfg.image_size,
               dataset=ds_cfg.name, num_params=int(n_params), train=t.to_dict())
-  done = 0
+  done, kept = 0, None
   for epoch in range(t.epochs):
     if done == limit:
       break
@@ -162,15 +182,27 @@ def train_and_save(config, workdir: str) -> dict:
     params, opt_state, losses = _epoch(steps, keeps, params, opt_state, x_train, y_train,
                                        ds_cfg, t.batch_size, rng, keys)
     done += len(losses)
-    acc = accuracy(model, params, x_test, y_test, ds_cfg)
+    acc = accuracy(model, params, x_val, y_val, ds_cfg)
     history.append(dict(epoch=epoch + 1, steps=done, loss=float(np.mean(jax.device_get(losses))),
-                        test_acc=acc, seconds=elapsed()))
-    logging.info("epoch %d (%d steps): loss %.4f test_acc %.4f (%.0f s)", *history[-1].values())
+                        val_acc=acc, seconds=elapsed()))
+    logging.info("epoch %d (%d steps): loss %.4f val_acc %.4f (%.0f s)", *history[-1].values())
+    if kept is None or acc > kept[0]["val_acc"]:  # ties keep the earlier, shorter-trained epoch
+      kept = history[-1], jax.device_get(params)
     log = dict(meta, checkpoint=os.path.basename(ckpt_path), steps=done, total_steps=total,
-               test_images=len(x_test), test_acc=acc, history=history)
+               val_images=len(x_val), kept_epoch=kept[0]["epoch"], val_acc=kept[0]["val_acc"],
+               history=history)
     files.write(log_path, (json.dumps(log, indent=1) + "\n").encode())
-  meta.update(test_acc=history[-1]["test_acc"], test_images=len(x_test), steps=done,
-              history=history)
+  # The test split, read once: the kept epoch's accuracy on it.
+  x_test, y_test = input_pipeline.load_arrays(ds_cfg, "test")
+  if t.eval_images > 0:
+    x_test, y_test = x_test[:t.eval_images], y_test[:t.eval_images]
+  best, params = kept
+  test_acc = accuracy(model, params, x_test, y_test, ds_cfg)
+  meta.update(kept_epoch=best["epoch"], steps=best["steps"], val_acc=best["val_acc"],
+              val_images=len(x_val), test_acc=test_acc, test_images=len(x_test), history=history)
+  log = dict(meta, checkpoint=os.path.basename(ckpt_path), total_steps=total)
+  files.write(log_path, (json.dumps(log, indent=1) + "\n").encode())
   checkpoints.save(ckpt_path, params, meta)
-  logging.info("saved %s (test acc %.4f) and %s", ckpt_path, history[-1]["test_acc"], log_path)
+  logging.info("saved %s (epoch %d of %d kept: val acc %.4f, test acc %.4f) and %s", ckpt_path,
+               best["epoch"], len(history), best["val_acc"], test_acc, log_path)
   return meta

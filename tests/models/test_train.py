@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 
 import pytest
 
@@ -36,19 +37,27 @@ def test_three_steps_write_into_the_workdir_only(tmp_path, monkeypatch):
   log = json.loads((workdir / "fmnist_edge.json").read_text())
   assert meta["steps"] == log["steps"] == 3 and meta["variant"] == "fm-edge"
   assert [h["epoch"] for h in log["history"]] == [1] and log["history"][0]["steps"] == 3
+  # Each epoch is scored on the held-out images only; the test split once, at the end.
+  assert "test_acc" not in log["history"][0] and log["kept_epoch"] == meta["kept_epoch"] == 1
+  assert log["val_acc"] == meta["val_acc"] == log["history"][0]["val_acc"]
   assert 0.0 <= log["test_acc"] <= 1.0 and log["test_acc"] == meta["test_acc"]
-  assert log["test_images"] == meta["test_images"] == 500
-  assert log["total_steps"] == 3 * (60000 // 128)
+  assert log["test_images"] == meta["test_images"] == log["val_images"] == 500
+  assert log["total_steps"] == 3 * (50000 // 128)  # trained on train[:50000]
 
 
 @pytest.mark.parametrize("field,value,message", [
     ("max_steps", 0, "train.max_steps 0 is not allowed; give a positive number of steps or -1"),
     ("output", "../checkpoints/fmnist_edge.msgpack", "train.output '../checkpoints/fmnist_edge"),
     ("eval_images", -2, "train.eval_images -2 is not allowed"),
+    ("val_split", "test[:5000]", "train.val_split 'test[:5000]' is not allowed: it reads the "
+     "test split"),
+    ("val_split", "train[49000:]", "train.val_split 'train[49000:]' is not allowed: it overlaps "
+     "train.train_split 'train[:50000]' (images 49000-49999 of train)"),
+    ("val_split", "train[50000:]+test", "train.val_split 'train[50000:]+test' is not allowed"),
 ])
 def test_bad_train_fields(tmp_path, field, value, message):
   config = fmnist_train.get_config("edge")
   config.train[field] = value
-  with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
+  with pytest.raises(ValueError, match=re.escape(message)):
     train.train_and_save(config, str(tmp_path))
   assert os.listdir(tmp_path) == []
