@@ -5,8 +5,8 @@
 
 writes /tmp/train/fmnist_server.msgpack and /tmp/train/fmnist_server.json (each
 epoch's validation accuracy on train[50000:], held out of training; the epoch with the best
-is kept and only it is scored on the test split, once). The shipped models in checkpoints/ change only when you
-copy a result over them: cp /tmp/train/fmnist_server.msgpack checkpoints/
+is kept and only it is scored on the test split, once). The shipped models in checkpoints/
+change only when you copy a result over them: cp /tmp/train/fmnist_server.msgpack checkpoints/
 """
 import ml_collections
 

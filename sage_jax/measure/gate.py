@@ -32,4 +32,3 @@ def rows(config, workdir, log):
              uncertainty=uncertainty, target_share=float(gate.fraction), eta=float(eta),
              share_at_eta=float(np.mean(u > threshold)), configured_eta=float(gate.eta),
              share_at_configured_eta=float(np.mean(u > configured)))
-

@@ -82,15 +82,16 @@ def answers(logits, full_logits):
 def make_server_steps(plan, server, mesh=None) -> tuple:
   """-> (ceiling, budget, select step), jitted for the plan's rules; the budget step compiles
   once per budget; the select step (None without slotted rules) picks with the rules'
-  traced-budget forms at every budget in one program, passed on as `pre`. `known` goes through every step: per uplink condition the evidence sets
-  and server logits [U, 1 + R, B, ...] (the ceiling, then every rule at the previous
-  budget), and the units each rule has sent so far [R, B, N]. A rule's row whose set
-  equals a known one or an earlier rule's at the same budget takes those logits instead of
-  a server row (docs/choices.md). With a mesh each device does this for its own rows. At
-  the map budget the step also returns every rule's selection (keep_idx, keep_mask); at
-  the progressive schedule's budgets the reference condition's server logits of the signal
-  rules (server_logits f32[R_sig, B, C], for the stop signals).
-  Outputs of the server are [U * R, B], condition-major; those of the selection [R, B].
+  traced-budget forms at every budget in one program, passed on as `pre`. `known` goes
+  through every step: per uplink condition the evidence sets and server logits [U, 1 + R,
+  B, ...] (the ceiling, then every rule at the previous budget), and the units each rule
+  has sent so far [R, B, N]. A rule's row whose set equals a known one or an earlier rule's
+  at the same budget takes those logits instead of a server row (docs/choices.md). With a
+  mesh each device does this for its own rows. At the map budget the step also returns
+  every rule's selection (keep_idx, keep_mask); at the progressive schedule's budgets the
+  reference condition's server logits of the signal rules (server_logits f32[R_sig, B, C],
+  for the stop signals). Outputs of the server are [U * R, B], condition-major; those of
+  the selection [R, B].
   """
   n, r = server.num_patches, len(plan.rules)
   conditions = plan.uplink.conditions
