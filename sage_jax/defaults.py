@@ -162,7 +162,7 @@ def scenes_sweep() -> ml_collections.ConfigDict:
   c.dataset = scenes_dataset()
   c.edge.checkpoint = "checkpoints/scenes_edge.msgpack"
   c.server.checkpoint = "checkpoints/scenes_server.msgpack"
-  c.gate.eta = 1.35                 # bits; offloads 34.1% of the test scenes with the shipped edge
+  c.gate.eta = 1.48                 # bits; chosen on held-out scenes (configs/gate_eta.py: 34%)
   c.budgets = "8,16,24,32,48,64,96,196"
   c.coverage_grid = 7                # 2x2 patches a cell, as the paper's 7x7 grid at 224/16
   c.report.map_budget = 24
