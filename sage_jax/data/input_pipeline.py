@@ -140,8 +140,9 @@ def eval_batches(cfg, batch_size: int, start: int, stop: int, chunk_size: int = 
   """Images [start, stop) of the split, read once, as batches of image f32[B,H,W,C], label,
   index (in the split), valid and, where the dataset has them, box f32[B, 4] (relative
   ymin, xmin, ymax, xmax); the last batch of each chunk of chunk_size is padded."""
-  source = _source(cfg, _read_instruction(cfg, start, stop))
-  batches = (_tf_batches(cfg, batch_size, start, stop) if source is None
+  instruction = _read_instruction(cfg, start, stop)
+  source = _source(cfg, instruction)
+  batches = (_tf_batches(cfg, instruction, batch_size, start) if source is None
              else _source_batches(cfg, source, batch_size, start, stop))
   rows = None  # read, not yielded yet
   for lo, hi in _batch_ranges(start, stop, batch_size, chunk_size):
@@ -173,14 +174,14 @@ def _source_batches(cfg, source, batch_size: int, start: int, stop: int):
       yield current.result()
 
 
-def _tf_batches(cfg, batch_size: int, start: int, stop: int):
+def _tf_batches(cfg, instruction, batch_size: int, start: int):
   """The records through tf.data (TFRecord datasets, ImageNet's preprocessing)."""
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from sage_jax.data import preprocess
   # Per image, before batching (ImageNet sizes differ); may decode the image itself.
   decoders, prep = preprocess.for_config(cfg)
-  ds = _builder(cfg).as_dataset(split=_read_instruction(cfg, start, stop), shuffle_files=False,
+  ds = _builder(cfg).as_dataset(split=instruction, shuffle_files=False,
                                 decoders=decoders,
                                 read_config=tfds.ReadConfig(interleave_cycle_length=1))
   def record(i, ex):  # the item's box too, where the dataset has one (the scenes)
