@@ -55,6 +55,7 @@ def get_config(role="server"):
       max_steps=-1,          # > 0: stop after this many steps (a quick check); -1: no limit
       train_split="train[:50000]",  # the images trained on (TFDS split slicing)
       val_split="train[50000:]",    # held out: each epoch scored here, the best one kept
+      test_split="test",     # the kept epoch scored here once; "": not read (a recipe candidate)
       eval_images=-1,        # > 0: score the first N validation and test images only; -1: all
       output=output,         # file name, written into --workdir (with <name>.json: the log)
       init_from="",          # a checkpoint to start from (fine-tuning); "": random init

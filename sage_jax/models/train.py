@@ -192,17 +192,21 @@ def train_and_save(config, workdir: str) -> dict:
                val_images=len(x_val), kept_epoch=kept[0]["epoch"], val_acc=kept[0]["val_acc"],
                history=history)
     files.write(log_path, (json.dumps(log, indent=1) + "\n").encode())
-  # The test split, read once: the kept epoch's accuracy on it.
-  x_test, y_test = input_pipeline.load_arrays(ds_cfg, "test")
-  if t.eval_images > 0:
-    x_test, y_test = x_test[:t.eval_images], y_test[:t.eval_images]
+  # The test split, read once: the kept epoch's accuracy on it. A recipe candidate
+  # (test_split "") never reads it: candidates are compared on validation alone.
   best, params = kept
-  test_acc = accuracy(model, params, x_test, y_test, ds_cfg)
+  test_acc, n_test = None, 0
+  if t.get("test_split", "test"):
+    x_test, y_test = input_pipeline.load_arrays(ds_cfg, t.test_split)
+    if t.eval_images > 0:
+      x_test, y_test = x_test[:t.eval_images], y_test[:t.eval_images]
+    test_acc, n_test = accuracy(model, params, x_test, y_test, ds_cfg), len(x_test)
   meta.update(kept_epoch=best["epoch"], steps=best["steps"], val_acc=best["val_acc"],
-              val_images=len(x_val), test_acc=test_acc, test_images=len(x_test), history=history)
+              val_images=len(x_val), test_acc=test_acc, test_images=n_test, history=history)
   log = dict(meta, checkpoint=os.path.basename(ckpt_path), total_steps=total)
   files.write(log_path, (json.dumps(log, indent=1) + "\n").encode())
   checkpoints.save(ckpt_path, params, meta)
-  logging.info("saved %s (epoch %d of %d kept: val acc %.4f, test acc %.4f) and %s", ckpt_path,
-               best["epoch"], len(history), best["val_acc"], test_acc, log_path)
+  logging.info("saved %s (epoch %d of %d kept: val acc %.4f, test acc %s) and %s", ckpt_path,
+               best["epoch"], len(history), best["val_acc"],
+               "not read" if test_acc is None else f"{test_acc:.4f}", log_path)
   return meta

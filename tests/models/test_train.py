@@ -61,3 +61,37 @@ def test_bad_train_fields(tmp_path, field, value, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     train.train_and_save(config, str(tmp_path))
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_recipe_candidate_never_reads_the_test_split(tmp_path, monkeypatch):
+  """test_split "" (configs/scenes_recipes.py's candidates): validation only, no test reading."""
+  from sage_jax.data import input_pipeline
+  read = []
+  load = input_pipeline.load_arrays
+  monkeypatch.setattr(input_pipeline, "load_arrays",
+                      lambda cfg, split: read.append(split) or load(cfg, split))
+  config = fmnist_train.get_config("edge")
+  config.train.update(max_steps=1, eval_images=200, test_split="")
+  meta = train.train_and_save(config, str(tmp_path))
+  assert read == ["train[:50000]", "train[50000:]"]
+  log = json.loads((tmp_path / "fmnist_edge.json").read_text())
+  assert log["test_acc"] is None and log["test_images"] == 0 and meta["test_acc"] is None
+  assert 0.0 <= log["val_acc"] <= 1.0
+
+
+def test_recipe_candidates_differ_from_the_shipped_recipe_only_where_named():
+  from configs import scenes_recipes
+  shipped = fmnist_train.get_config("scenes_server").train
+  assert (shipped.init_from, shipped.lr, shipped.warmup_steps) == (
+      "checkpoints/fmnist_server.msgpack", 1e-3, 200)  # the candidate ft_1e-3 below
+  for name, fields in scenes_recipes.CANDIDATES.items():
+    t = scenes_recipes.get_config(name).train
+    assert t.test_split == "" and t.epochs == scenes_recipes.EPOCHS
+    assert t.output == f"scenes_server_{name}.msgpack"
+    differ = {k for k in shipped if t[k] != shipped[k]}
+    assert differ <= set(fields) | {"epochs", "test_split", "output"}, (name, differ)
+  assert dict(scenes_recipes.CANDIDATES["ft_1e-3"]) == dict(
+      init_from=shipped.init_from, lr=shipped.lr, warmup_steps=shipped.warmup_steps)
+  with pytest.raises(ValueError, match="unknown candidate 'ft'; allowed"):
+    scenes_recipes.get_config("ft")
