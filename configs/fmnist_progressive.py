@@ -16,21 +16,23 @@ from sage_jax import defaults
 # Every stop signal's thresholds: 0..1 in steps of 0.01, and 0.995, 0.999.
 THRESHOLDS = ",".join(f"{t / 100:g}" for t in range(101)) + ",0.995,0.999"
 
-# Frozen from the development run (its report.md's literals; stop_choices.json).
+# Frozen from the development run with the models retrained on 2026-12-07 (its report.md's
+# literals; stop_choices.json).
 TEMPERATURES = (
-    ("divprune", (0.976, 0.949, 0.918, 0.88, 0.86, 0.823)),
+    ("diversity", (0.966, 0.924, 0.898, 0.861, 0.847, 0.821)),
+    ("divprune", (0.97, 0.918, 0.883, 0.852, 0.839, 0.812)),
 )
 FROZEN = (  # the pick first
-    ("edge", "divprune", 0.88),
-    ("confidence", "divprune", 0.76),
-    ("agree+confidence", "divprune", 0.72),
-    ("cost", "diversity", 0.77),
-    ("patience", "diversity", 2.0),
-    ("product", "divprune", 0.97),
-    ("kl", "diversity", 0.97),
-    ("temperature", "divprune", 0.8),
-    ("ltt@0.02", "divprune", 0.91),
-    ("ltt@0.05", "divprune", 0.86),
+    ("edge", "cdpruner", 0.87),
+    ("confidence", "cdpruner", 0.73),
+    ("agree+confidence", "cdpruner", 0.68),
+    ("cost", "diversity", 0.74),
+    ("patience", "divprune", 2.0),
+    ("product", "divprune", 0.96),
+    ("kl", "cdpruner", 0.97),
+    ("temperature", "divprune", 0.78),
+    ("ltt@0.02", "diversity", 0.91),
+    ("ltt@0.05", "diversity", 0.85),
 )
 
 HALVES = {
