@@ -12,22 +12,22 @@ import os
 
 from sage_jax import defaults
 
-# Frozen from the development run (its report.md's literals; stop_choices.json).
+# Frozen from the development run with the models retrained on 2026-12-07 (its report.md's
+# literals; stop_choices.json).
 TEMPERATURES = (
-    ("swap@0.25", (1.194, 1.286, 1.385, 1.383, 1.265, 1.142, 0.942)),
-    ("swap@0.5", (1.1, 1.206, 1.258, 1.271, 1.191, 1.108, 0.938)),
+    ("diversity", (1.171, 1.178, 1.207, 1.134, 1.078, 1.04, 0.965)),
 )
 FROZEN = (  # the pick first
-    ("edge", "swap@0.25", 0.42),
-    ("confidence", "swap@0.25", 0.35),
-    ("agree+confidence", "swap@0.25", 0.25),
-    ("cost", "swap@0.5", 0.57),
-    ("patience", "swap@0.25", 1.0),
-    ("product", "swap@0.5", 0.46),
-    ("kl", "swap@0.5", 0.88),
-    ("temperature", "swap@0.25", 0.29),
-    ("ltt@0.02", "swap@0.5", 0.69),
-    ("ltt@0.05", "swap@0.5", 0.58),
+    ("edge", "divprune", 0.35),
+    ("confidence", "diversity", 0.3),
+    ("agree+confidence", "divprune", 0.2),
+    ("cost", "diversity", 0.43),
+    ("patience", "divprune", 1.0),
+    ("product", "divprune", 0.42),
+    ("kl", "divprune", 0.93),
+    ("temperature", "diversity", 0.27),
+    ("ltt@0.02", "diversity", 0.59),
+    ("ltt@0.05", "diversity", 0.49),
 )
 
 HALVES = {
