@@ -17,8 +17,9 @@ from sage_jax import defaults
 # The edges are small and briefly trained with augmentation so that they are clearly
 # weaker than the servers; the servers train on random patch subsets.
 # The scenes' server is the Fashion-MNIST server fine-tuned on the scenes (position
-# embeddings resized from 7x7 to 14x14): trained from scratch on 196 tokens it learned too
-# slowly for an hour here (40.5% test accuracy after 2 of 4 epochs, 2 cores).
+# embeddings resized from 7x7 to 14x14) at peak lr 1e-3: chosen on validation among three
+# candidates of 2 epochs each (configs/scenes_recipes.py; docs/models.md): from scratch
+# 41.6%, fine-tuned at 5e-4 50.5%, at 1e-3 54.0% on train[50000:].
 ROLES = {
     "edge": (defaults.fmnist_dataset, "fm-edge", 3, 2, None, "fmnist_edge.msgpack"),
     "server": (defaults.fmnist_dataset, "fm-server", 15, 0, (49, 36, 24, 16, 8),
