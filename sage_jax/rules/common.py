@@ -67,7 +67,7 @@ def greedy_maxmin(x, min_dist, count, width=None):
         -jnp.inf)
 
   chosen = jnp.zeros(count if width is None else width, jnp.int32)
-  if width is None and count == 0:
+  if chosen.shape[0] == 0:  # no slot to fill (K = 1: the seed alone)
     return chosen
   return jax.lax.fori_loop(0, count, pick, (chosen, min_dist))[0]
 

@@ -1,11 +1,15 @@
-"""Every rule's traced-budget form (`Rule.slots`) against the rule itself.
+"""Every rule's traced-budget form (`Rule.slots`) against the rule at a static K.
 
 The sweep compiles one selection program for every budget from `Rule.slots`
 (`rules.select_batch_slots`), so a rule's slots at width W and budget K must pick exactly
 what the rule picks at a static K: the same indices in the same order, the same mask and
-demand, at every K <= W. Checked under jit (one program per rule, K traced, as the sweep
-runs it) against the rule jitted at each static K, on a batch of random, clustered and
-duplicate-row data with many ties of importance, at the budgets in BUDGETS.
+demand, at every K <= W. The rule at a static K is, for the paper's rules, the form first
+written per K (tests/rules/static_paper.py: the library keeps only the slots form, and its
+rule at K is that form at width K, checked here too); for the field's rules, the rule
+itself (tests/rules/test_field.py checks its core against numpy references). Checked under
+jit (one program per rule, K traced, as the sweep runs it) against the reference jitted at
+each static K, on a batch of random, clustered and duplicate-row data with many ties of
+importance, at the budgets in BUDGETS.
 """
 import jax
 import jax.numpy as jnp
@@ -13,6 +17,7 @@ import numpy as np
 import pytest
 
 from sage_jax import rules
+from tests.rules import static_paper
 
 N, D, B = 49, 16, 6
 WIDTH = 24  # below N: slots past the width are never asked for
@@ -49,13 +54,28 @@ def _cases(full):
           (PARAMS.get(name, [{}]) if full else [{}])]
 
 
+def _reference_batch(name, imp, emb, index, k, seed, **params):
+  """The static-K reference of rule `name`, vmapped as `rules.select_batch` vmaps the rule."""
+  fn = static_paper.STATIC.get(name, rules.RULES[name].fn)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(index)
+  return jax.vmap(lambda a, b, c: fn(a, b, c, k, **params))(imp, emb, keys)
+
+
 def _static_picks(full):
-  """{K: [(keep_idx, keep_mask, demand) per case]}: every case at a static K, one program
-  per K (as the sweep's per-budget steps held them)."""
+  """{K: [(keep_idx, keep_mask, demand) per case]}: every case's reference at a static K,
+  one program per K (as the sweep's per-budget steps held them); the library's rule at that
+  K (`rules.select_batch`) must give the same."""
   imp, emb, index = _batch()
-  return {k: jax.device_get(jax.jit(lambda k=k: [
-      tuple(rules.select_batch(name, imp, emb, index, k, 3, **params))
-      for name, params in _cases(full)])()) for k in (BUDGETS if full else QUICK)}
+  picks = {}
+  for k in (BUDGETS if full else QUICK):
+    want, got = jax.device_get(jax.jit(lambda k=k: [
+        [tuple(f(name, imp, emb, index, k, 3, **params)) for name, params in _cases(full)]
+        for f in (_reference_batch, rules.select_batch)])())
+    for (name, params), w, g in zip(_cases(full), want, got):
+      for a, b in zip(w, g):
+        np.testing.assert_array_equal(b, a, err_msg=f"rule {name} {params} at K={k}")
+    picks[k] = want
+  return picks
 
 
 @pytest.fixture(scope="module")
