@@ -16,7 +16,7 @@ OUTLINE = (1.0, 0.55, 0.0)
 MIN_PANEL_PX = 112           # small images are scaled up to at least this many pixels a side
 
 
-def _pyplot():
+def pyplot():
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -24,7 +24,7 @@ def _pyplot():
 
 
 def _save(fig, path):
-  plt = _pyplot()
+  plt = pyplot()
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=fig.dpi)
   plt.close(fig)
@@ -100,7 +100,7 @@ def selection_map(images, keep_idx, keep_mask, rule_names, patch_size, path) -> 
       y, x = top + r * (ph + gap), left + c * (pw + gap)
       canvas[y:y + ph, x:x + pw] = panel
       boxes[(r, c)] = (y, x, ph, pw)
-  plt = _pyplot()
+  plt = pyplot()
   fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
   # Round to 8 bits here: matplotlib would truncate, darkening every pixel by up to 1/255.
   fig.figimage(np.round(canvas * 255).astype(np.uint8), 0, 0, origin="upper")
@@ -143,7 +143,7 @@ def accuracy_plot(rows, path, x="budget", rate="nb_iot"):
   "latency_ms" (bits_per_request sent at `rate`, a link_cost.CHANNELS name or bits/s).
   """
   label, xs_of = _x_axis(x, rate)
-  plt = _pyplot()
+  plt = pyplot()
   from matplotlib import transforms
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
   markers = "osD^vP*Xh<>"
@@ -196,7 +196,7 @@ def line_plot(series, xlabel, path, ceiling=None, marks=()):
   """Accuracy (%) vs x, one line per series dict (label, x, y in [0, 1], and optional lo/hi
   interval bounds and matplotlib style: color, ls, marker, ms); ceiling: a row with ceiling_acc
   (a dashed line); marks: (x, y, label, axvline x or None) drawn in black."""
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
   for s in series:
     y = 100 * np.asarray(s["y"], float)

@@ -4,7 +4,6 @@ our own percentile bootstrap (docs/choices.md, "Statistics").
 import functools
 
 import numpy as np
-import scipy.stats
 
 # Bootstrap resamples are drawn in chunks of at most this many indices (memory bound).
 _CHUNK = 1 << 22
@@ -149,5 +148,6 @@ def mcnemar(a, b) -> dict:
     raise ValueError(f"a and b must be 1-d of the same length; got shapes {a.shape} and {b.shape}")
   n01, n10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
   n = n01 + n10
+  import scipy.stats  # pylint: disable=import-outside-toplevel  (0.5 s; `writer.prefetch`)
   p = 1.0 if n == 0 else float(scipy.stats.binomtest(n10, n, 0.5).pvalue)
   return dict(n01=n01, n10=n10, p_value=p)

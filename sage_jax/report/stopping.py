@@ -9,8 +9,6 @@ decides when, never what. Arrays are [step, image] (S steps, I images); log-prob
 class]. Pure numpy, so each rule can be checked against a plain computation.
 """
 import numpy as np
-import scipy.optimize
-import scipy.stats
 
 # Signals scored per step and stopped at a threshold; patience counts steps instead; the
 # risk-controlled rule (`RISK`@delta) is a threshold on `temperature` chosen by Learn-then-Test.
@@ -146,6 +144,7 @@ def fit_temperatures(logp, label, lo: float = 0.05, hi: float = 20.0) -> np.ndar
   """f64[S]: per step the temperature in [lo, hi] minimising the NLL of the labels (Guo et
   al. 2017), on a calibration split only. The NLL is convex in 1/T, so a bounded scalar
   search finds the minimum."""
+  import scipy.optimize  # pylint: disable=import-outside-toplevel  (`writer.prefetch`)
   out = []
   for step in np.asarray(logp):
     res = scipy.optimize.minimize_scalar(lambda b: nll(step, label, 1.0 / b),
@@ -158,6 +157,7 @@ def fit_temperatures(logp, label, lo: float = 0.05, hi: float = 20.0) -> np.ndar
 def binomial_p_value(errors: int, n: int, delta: float) -> float:
   """P(Binomial(n, delta) <= errors): the p-value of "risk > delta" after `errors` of n
   (Learn-then-Test's binomial tail for a 0/1 loss; small when errors are far below n*delta)."""
+  import scipy.stats  # pylint: disable=import-outside-toplevel  (`writer.prefetch`)
   return float(scipy.stats.binom.cdf(errors, n, delta))
 
 
@@ -183,6 +183,7 @@ def clopper_pearson_upper(errors: int, n: int, alpha: float) -> float:
   """The one-sided (1 - alpha) upper bound on a rate after `errors` of n."""
   if errors >= n:
     return 1.0
+  import scipy.stats  # pylint: disable=import-outside-toplevel  (`writer.prefetch`)
   return float(scipy.stats.beta.ppf(1 - alpha, errors + 1, n - errors))
 
 

@@ -1,9 +1,11 @@
 """Results -> table on stdout; results.csv/.json, per_image.npz, plots and report.md."""
 import csv
+import importlib
 import io
 import json
 import math
 import os
+import threading
 
 from sage_jax import files
 from sage_jax.report import against_field
@@ -17,6 +19,20 @@ from sage_jax.report import progressive
 from sage_jax.report import tables
 from sage_jax.report.tables import fixed
 from sage_jax import timing
+
+
+def prefetch() -> threading.Thread:
+  """Imports what writing needs and the sweep does not (scipy.stats and scipy.optimize,
+  matplotlib with its Agg backend: about 1 s on 2 cores) in a thread, so that the import
+  overlaps the sweep instead of adding to setup or write (issue 38). An import the writer
+  starts before this one ends waits for it (Python's module lock)."""
+  def run():
+    for name in ("scipy.stats", "scipy.optimize"):
+      importlib.import_module(name)
+    figures.pyplot()
+  thread = threading.Thread(target=run, name="sage_jax prefetch")
+  thread.start()
+  return thread
 
 
 def format_table(rows, columns=("method", "budget", "offloaded_acc", "pct_of_ceiling",

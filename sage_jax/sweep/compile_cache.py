@@ -1,13 +1,20 @@
 """JAX's persistent compilation cache (keyed on the traced program) through sage_jax's own
 store: entries checksummed, crash-safe, atomic on any gfile folder, pruned of its own files
-only; it never fails a run (docs/choices.md, "The compilation cache").
+only; it never fails a run. The sweep's steps are also saved whole (`Program`), so a warm
+run loads them without tracing (docs/choices.md, "The compilation cache").
 """
 import contextlib
+import functools
 import hashlib
+import inspect
+import json
 import os
+import pickle
 import re
+import sys
 import threading
 import time
+from typing import Callable
 
 from absl import flags
 from absl import logging
@@ -15,7 +22,9 @@ import jax
 from jax._src import compilation_cache as jax_cache  # the store JAX's cache writes through
 from jax._src import compilation_cache_interface
 from jax._src import path as jax_path
+from jax.experimental import serialize_executable
 from jax.experimental.compilation_cache import compilation_cache
+import numpy as np
 
 from sage_jax import files
 from sage_jax import timing
@@ -259,17 +268,19 @@ class Stats:
 
   def __init__(self):
     self.seconds, self.hits, self.misses = 0.0, 0, 0
+    self.loaded, self.saved = 0, 0  # whole executables (`Program`)
     self._spans = []     # (end, seconds) of the outermost events so far
     self._programs = []  # _Program, in the order JAX began them
     self._open = {}      # thread -> its programs not compiled yet
     self._cache = {}     # thread -> [hit | miss, retrieval seconds] for its next compile
+    self._last = {}      # thread -> the program it compiled last
     self._lock = threading.RLock()  # a label's shapes are read while it is held
     clock = timing.stopwatch()
 
     def on_duration(event, duration, **kwargs):
       if event == _RETRIEVAL:
         self._cache.setdefault(threading.get_ident(), ["off", None])[1] = duration
-      if event not in STAGES:
+      if event not in STAGES and event not in (LOAD_EVENT, SAVE_EVENT):
         return
       with self._lock:
         end = clock()  # events ending inside this one's span are in its duration already
@@ -277,7 +288,21 @@ class Stats:
         self._spans = [sp for sp in self._spans if sp[0] < end - duration] + [(end, duration)]
         own = duration - sum(d for _, d in inner)
         self.seconds += own
-        self._record(STAGES[event], str(kwargs.get("fun_name", "?")), own)
+        name = str(kwargs.get("fun_name", "?"))
+        if event == LOAD_EVENT:  # a whole executable: no trace, no lowering
+          self.loaded += 1
+          program = _Program(name, timing.current_label())
+          program.add("compile_s", name, own)
+          program.cache = "loaded"
+          self._programs.append(program)
+        elif event == SAVE_EVENT:  # the executable just compiled, saved
+          self.saved += 1
+          last = self._last.get(threading.get_ident())
+          if last is not None:
+            last.seconds["compile_s"] += own
+            last.cache = "miss"
+        else:
+          self._record(STAGES[event], name, own)
 
     def on_event(event, **kwargs):
       del kwargs
@@ -305,6 +330,7 @@ class Stats:
     if stage == "compile_s":
       program.cache, program.retrieval_s = self._cache.pop(thread, ("off", None))
       waiting.remove(program)
+      self._last[thread] = program
     del waiting[:-_OPEN]  # traced, never compiled (jax.eval_shape): not waited for forever
 
   def mark(self) -> int:
@@ -314,13 +340,238 @@ class Stats:
   def programs(self, since: int = 0) -> list:
     """The programs JAX began since `mark` gave `since` -> timing.json's dicts: name (JAX's),
     label and shapes of the inputs (where `timing.labelled`), trace_s, lower_s, compile_s
-    (all of them add up to the seconds counted since), cache: hit | miss (read from or
-    written to the persistent cache) | off (neither; only traced), cache_retrieval_s on a
-    hit (inside its compile_s)."""
+    (all of them add up to the seconds counted since; compile_s holds the save of a
+    `Program`'s executable), cache: hit | miss (read from or written to the persistent
+    cache) | off (neither; only traced) | loaded (a `Program`'s whole executable, its name
+    the program's; compile_s is the load), cache_retrieval_s on a hit (inside its
+    compile_s)."""
     with self._lock:
       return [p.to_json() for p in self._programs[since:]]
 
   def summary(self) -> str:
-    cache = (f"persistent cache {self.hits} hits, {self.misses} misses"
-             if self.hits or self.misses else "persistent cache off")
+    cache = (f"persistent cache {self.hits} hits, {self.misses} misses; executables "
+             f"{self.loaded} loaded, {self.saved} saved"
+             if self.hits or self.misses or self.loaded else "persistent cache off")
     return f"compilation {self.seconds:.1f} s ({cache})"
+
+
+# --- Whole executables: a warm run loads a step without tracing or lowering it ---------
+# JAX's key above is a hash of the lowered program, so a warm run still traces and lowers
+# every step to find it (4.1 s of a 300-image run's 4.9 s of compiling, issue 38). A
+# `Program` keys the executable on what the traced program is a function of instead: the
+# run's `fingerprint` (the code that traces it, the plan and models, JAX's settings and
+# versions, the devices, XLA's flags), the program's name and its arguments' types
+# (docs/choices.md, "The compilation cache").
+LOAD_EVENT = "/sage_jax/compile_cache/executable_load_duration"
+SAVE_EVENT = "/sage_jax/compile_cache/executable_save_duration"
+_EXECUTABLE = "sage_jax_executable"  # entry names: this, "-", a sha256 in hex (`_OWN`)
+_CACHE_SETTINGS = re.compile(r".*(cache|persistent|log_compiles|explain).*")  # not the program's
+# Environment variables that change what XLA compiles or how it computes (not TensorFlow's
+# TPU_ML_PLATFORM, which its import sets in the middle of a run).
+_ENV = ("XLA_", "JAX_", "LIBTPU_INIT_ARGS", "NVIDIA_TF32_OVERRIDE")
+_DIGESTS = {}  # source path -> (mtime_ns, size, sha256): each file hashed once while unchanged
+_JAX_FILE_CACHE = jax_cache.get_file_cache  # replaced by `enable` with sage_jax's store
+
+
+def _folder():
+  """The folder `enable` set, or None: cache off, `bypassed`, or several processes (their
+  executables span hosts; JAX's own cache serves them)."""
+  if not (jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir
+          and jax_cache.get_file_cache is not _JAX_FILE_CACHE) or jax.process_count() > 1:
+    return None
+  return jax.config.jax_compilation_cache_dir
+
+
+def _source_files() -> list:
+  """The Python files a traced step may run: every file of the sage_jax package (loaded or
+  not, so that the list does not grow as a process imports more of it), every loaded module
+  from outside the installed packages and the standard library (a user's code), and the
+  files defining the registered rules and scores (a config file's rule). Installed packages
+  count by version (`fingerprint`)."""
+  import sysconfig  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  import sage_jax  # pylint: disable=import-outside-toplevel
+  from sage_jax import importance, rules  # pylint: disable=import-outside-toplevel
+  # ... and not the modules tf.data's autograph writes to the temporary folder as it runs.
+  installed = tuple(os.path.realpath(p) + os.sep for k, p in sysconfig.get_paths().items()
+                    if k in ("stdlib", "platstdlib", "purelib", "platlib"))
+  installed += (os.path.realpath(tempfile.gettempdir()) + os.sep,)
+  out = set()
+  for folder in sage_jax.__path__:
+    for root, _, names in os.walk(folder):
+      out.update(os.path.realpath(os.path.join(root, n)) for n in names if n.endswith(".py"))
+  for module in list(sys.modules.values()):
+    path = os.path.realpath(getattr(module, "__file__", None) or "")
+    if path.endswith(".py") and not path.startswith(installed) and os.path.isfile(path):
+      out.add(path)  # (a module made at run time may name a file that is not there)
+  fns = [f for r in rules.RULES.values() for f in (r.fn, r.slots) if f is not None]
+  for fn in fns + list(importance.IMPORTANCES.values()):
+    code = getattr(inspect.unwrap(getattr(fn, "func", fn)), "__code__", None)
+    if code is not None and os.path.isfile(code.co_filename):
+      out.add(os.path.realpath(code.co_filename))
+  return sorted(out)
+
+
+# The modules whose functions the steps trace (setup.cfg's hot_path contract): their values
+# as they are now go into the fingerprint (`_live_state`).
+_TRACED = ("sage_jax.rules", "sage_jax.rules.common", "sage_jax.rules.paper",
+           "sage_jax.rules.field", "sage_jax.rules.relevance_diversity", "sage_jax.importance",
+           "sage_jax.models.vit", "sage_jax.sweep.edge_step", "sage_jax.sweep.server_step",
+           "sage_jax.sweep.uplink", "sage_jax.sweep.offload")
+
+
+def _live_state() -> dict:
+  """What the files do not say: the module-level values of the traced modules and of every
+  module defining a registered rule, score or uncertainty, as they are in this process (a
+  constant or a function changed in a live session or by a test's monkeypatch; a rule made
+  by a factory, its closure; a rule defined in a notebook cell, its code)."""
+  from sage_jax import importance, rules  # pylint: disable=import-outside-toplevel
+  from sage_jax.sweep import offload  # pylint: disable=import-outside-toplevel
+  spaces = {id(vars(sys.modules[name])): vars(sys.modules[name])
+            for name in _TRACED if name in sys.modules}
+  registered = dict(rules=rules.RULES, scores=importance.IMPORTANCES,
+                    uncertainties=offload.UNCERTAINTIES)
+  fns = [f for r in rules.RULES.values() for f in (r.fn, r.slots) if f is not None]
+  for fn in fns + list(importance.IMPORTANCES.values()) + list(offload.UNCERTAINTIES.values()):
+    fn = inspect.unwrap(getattr(fn, "func", fn))
+    if hasattr(fn, "__globals__"):
+      spaces.setdefault(id(fn.__globals__), fn.__globals__)
+  # By content, not by name: a config file's module is named after where the file lies.
+  described = (json.dumps(_describe({k: v for k, v in space.items() if not k.startswith("__")}),
+                          sort_keys=True) for space in spaces.values())
+  return dict(registered=_describe(registered), modules=sorted(described))
+
+
+def _describe(value, depth: int = 0):
+  """A JSON-able account of a value that a traced function may read: numbers and strings,
+  arrays by content, containers item by item, functions by code, defaults and closure;
+  modules, classes and other objects by type only (depth-limited: cycles)."""
+  if depth > 6 or value is None or isinstance(value, (bool, int, float, str)):
+    return value if depth <= 6 else "..."
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    a = np.asarray(value)
+    return [str(a.dtype), a.shape, hashlib.sha256(a.tobytes()).hexdigest()]
+  if isinstance(value, (tuple, list)):
+    return [_describe(v, depth + 1) for v in value]
+  if isinstance(value, dict):
+    return {str(k): _describe(v, depth + 1) for k, v in value.items()}
+  if isinstance(value, (set, frozenset)):
+    return sorted(map(repr, value))
+  if isinstance(value, functools.partial):
+    return [_describe(value.func, depth + 1), _describe(value.args, depth + 1),
+            _describe(value.keywords, depth + 1)]
+  code = getattr(value, "__code__", None)
+  if code is not None:
+    cells = [c.cell_contents for c in (value.__closure__ or ()) if _filled(c)]
+    return [value.__qualname__,  # not its module's name (`_live_state`)
+            _code_digest(code),
+            _describe(value.__defaults__, depth + 1), _describe(value.__kwdefaults__, depth + 1),
+            _describe(cells, depth + 1)]
+  return type(value).__qualname__
+
+
+def _code_digest(code) -> str:
+  """sha256 of a code object's bytecode, names and constants, nested code (a lambda, a
+  comprehension) by its own digest: not by repr, which holds a memory address."""
+  consts = [_code_digest(c) if inspect.iscode(c) else repr(c) for c in code.co_consts]
+  return hashlib.sha256(code.co_code + repr((code.co_names, consts)).encode()).hexdigest()
+
+
+def _filled(cell) -> bool:
+  try:
+    cell.cell_contents  # pylint: disable=pointless-statement
+    return True
+  except ValueError:  # empty
+    return False
+
+
+def _file_digest(path: str) -> str:
+  st = os.stat(path)
+  known = _DIGESTS.get(path)
+  if known is None or known[:2] != (st.st_mtime_ns, st.st_size):
+    with open(path, "rb") as f:
+      known = _DIGESTS[path] = (st.st_mtime_ns, st.st_size, hashlib.sha256(f.read()).hexdigest())
+  return known[2]
+
+
+def fingerprint(*context) -> str:
+  """sha256 of what a step's program depends on besides its arguments' types: `context`
+  (its repr: the plan, the models), the source of every file `_source_files` names, the
+  versions of Python and of the installed packages that trace or compile, JAX's settings
+  (but the cache's own), the devices and XLA's environment variables."""
+  import importlib.metadata  # pylint: disable=import-outside-toplevel
+  versions = {}
+  for package in ("jax", "jaxlib", "flax", "numpy", "ml_dtypes", "ml_collections"):
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+      versions[package] = importlib.metadata.version(package)
+  devices = jax.devices()
+  parts = dict(
+      context=[repr(c) for c in context], python=sys.version, versions=versions,
+      code=sorted({_file_digest(path) for path in _source_files()}),  # not where they lie
+      live=_live_state(),
+      settings={k: repr(v) for k, v in sorted(jax.config.values.items())
+                if not _CACHE_SETTINGS.fullmatch(k)},
+      devices=[(d.id, d.platform, d.device_kind, d.process_index) for d in devices],
+      platform_version=devices[0].client.platform_version, processes=jax.process_count(),
+      env={k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV)})
+  return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class Program:
+  """A jitted step called through its executables, one per argument types: compiled once
+  (JAX's cache may still serve the compile) and saved whole in the cache folder, or loaded
+  whole from there (no trace, no lowering). `lower` is the jitted function's."""
+
+  def __init__(self, jitted, name: str, context: Callable[[], str], static_argnums=()):
+    """context: -> the run's `fingerprint` (asked for once the cache is on)."""
+    self.jitted, self.name, self.context, self.static = jitted, name, context, static_argnums
+    self.lower = jitted.lower
+    self._executables = {}  # (static args, input tree, input types) -> Compiled
+
+  def __call__(self, *args):
+    dynamic = [a for i, a in enumerate(args) if i not in self.static]
+    leaves, tree = jax.tree.flatten(dynamic)
+    return self._typed(args, leaves, tree)(*dynamic)
+
+  def executable(self, *args):
+    """The executable for arguments of these types (arrays, or jax.ShapeDtypeStruct with
+    their shardings), made once."""
+    leaves, tree = jax.tree.flatten([a for i, a in enumerate(args) if i not in self.static])
+    return self._typed(args, leaves, tree)
+
+  def _typed(self, args, leaves, tree):
+    static = tuple(args[i] for i in self.static)
+    types = (static, tree, tuple((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves))
+    executable = self._executables.get(types)
+    if executable is None:
+      executable = self._executables[types] = self._executable(args, types)
+    return executable
+
+  def _executable(self, args, types):
+    folder = _folder()
+    if folder is None:
+      return self.jitted.lower(*args).compile()
+    digest = hashlib.sha256(f"{self.context()}\n{self.name}\n{types!r}".encode()).hexdigest()
+    key, store, clock = f"{_EXECUTABLE}-{digest}", _Store(folder), timing.stopwatch()
+    data = store.get(key)
+    if data is not None:
+      try:
+        executable = serialize_executable.deserialize_and_load(*pickle.loads(data))
+      except Exception as e:  # pylint: disable=broad-except  (another jaxlib's, a bad pickle)
+        _discard(os.path.join(folder, key + _SUFFIX), f"could not be loaded ({e!r})")
+      else:
+        _loaded()
+        jax.monitoring.record_event_duration_secs(LOAD_EVENT, clock(), fun_name=self.name)
+        return executable
+    with bypassed():  # an executable JAX's cache loaded fails when saved and loaded again
+      executable = self.jitted.lower(*args).compile()  # (XLA:CPU: "Function ... not found")
+    clock = timing.stopwatch()
+    try:
+      data = pickle.dumps(serialize_executable.serialize(executable))
+    except (ValueError, NotImplementedError, TypeError, pickle.PicklingError) as e:
+      logging.warning("the executable of %s cannot be saved (%s); it compiles in every run",
+                      self.name, e)
+    else:
+      store.put(key, data)
+    jax.monitoring.record_event_duration_secs(SAVE_EVENT, clock(), fun_name=self.name)
+    return executable

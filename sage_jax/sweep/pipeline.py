@@ -16,6 +16,7 @@ import numpy as np
 from sage_jax.data import input_pipeline
 from sage_jax.models import checkpoints
 from sage_jax.models import vit
+from sage_jax.sweep import compile_cache
 from sage_jax.sweep import edge_step
 from sage_jax.sweep import server_step
 from sage_jax import timing
@@ -66,12 +67,16 @@ class Pipeline(NamedTuple):
   put: Callable
   mesh: Any
   regroup: tuple = ()  # `_regroup_fns`, made once so every chunk reuses their programs
+  programs: Any = None  # the steps through `compile_cache.Program`: what the sweep calls
 
 
 def build(plan, models: ModelPair) -> Pipeline:
   """Data parallelism over the local devices: a 1-d mesh ("batch"), batches split along it,
   params replicated; batch sizes rounded up to a multiple of the device count (decisions
-  match across batch sizes; floats can move by ~1e-6, docs/choices.md)."""
+  match across batch sizes; floats can move by ~1e-6, docs/choices.md). The sweep calls
+  the steps through `compile_cache.Program` (`programs`, and the regrouping functions): a
+  warm run loads their executables whole; `steps` stay the jitted functions (to lower,
+  trace or time them)."""
   devices = jax.local_devices()
   mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
   up = lambda size: -(-size // len(devices)) * len(devices)
@@ -83,7 +88,62 @@ def build(plan, models: ModelPair) -> Pipeline:
   pipe = Pipeline(plan, steps, jax.device_put(models.edge_params, replicated),
                   jax.device_put(models.server_params, replicated),
                   lambda tree: jax.device_put(tree, split), mesh)
-  return pipe._replace(regroup=_regroup_fns(pipe))
+  context = functools.cache(lambda: compile_cache.fingerprint(
+      _traced_part(plan), models.edge, models.server))
+  program = lambda fn, name, static=(): fn and compile_cache.Program(fn, name, context, static)
+  return pipe._replace(
+      regroup=tuple(program(fn, f"regroup {fn.__name__}") for fn in _regroup_fns(pipe)),
+      programs=Steps(program(steps.edge, "edge"), program(steps.ceiling, "ceiling"),
+                     program(steps.budget, "budget", (3,)), program(steps.select, "select")))
+
+
+def _traced_part(plan):
+  """The plan less what only the host reads (the images, chunks, gate threshold, checkpoint
+  paths, the report's settings but the map budget and the progressive schedule): runs that
+  differ only there load the same steps (`compile_cache.fingerprint`)."""
+  r = dataclasses.replace
+  return r(plan, num_images=0, chunk_size=0, config_json="",
+           gate=r(plan.gate, eta=0.0, fraction=0.0), edge=r(plan.edge, checkpoint=""),
+           server=r(plan.server, checkpoint=""),
+           report=r(plan.report, n_boot=0, channel="", rates=(), map_examples=0, moderate=(),
+                    compare_to=(), beyond=None))
+
+
+def compile_ahead(pipe: Pipeline):
+  """Compiles (or loads) every step `evaluate` will call, in its order, from the types its
+  arguments will have (each step's outputs type the next one's), so that the sweep itself
+  compiles nothing (tests/sweep/test_executables.py) and no compile shares the cores with the
+  sweep's computing. Mirrors `evaluate`'s data flow: a change there must be made here too,
+  or the sweep compiles again what this compiled (the test says so)."""
+  plan, steps = pipe.plan, pipe.programs
+  split = jax.sharding.NamedSharding(pipe.mesh, jax.sharding.PartitionSpec("batch"))
+  typed = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=split)
+  outputs = lambda executable: jax.tree.map(  # without the layouts: the defaults
+      lambda o: jax.ShapeDtypeStruct(o.shape, o.dtype, sharding=o.sharding),
+      executable.out_info)
+
+  def ready(label, program, *args):
+    with timing.labelled(label, *(a for a in args if not isinstance(a, int))):
+      return outputs(program.executable(*args))
+
+  b, s, n = plan.batch_size, plan.server_batch_size, plan.num_patches
+  side, channels = plan.dataset.image_size, plan.dataset.channels
+  rows = dict(image=typed((b, side, side, channels), jnp.float32), index=typed((b,), jnp.int32))
+  if plan.boxes:
+    rows["on_item"] = typed((b, n), jnp.bool_)
+  out = ready("edge", steps.edge, pipe.edge_params, rows["image"])
+  rows.update(importance=out["importance"], tokens=out["tokens"], edge_pred=out["pred"])
+  empty, append, pop = pipe.regroup
+  buffer = ready("regroup empty", empty, rows)
+  buffer = ready("regroup append", append, buffer, rows, typed((b,), jnp.bool_), 0)
+  batch, _ = ready("regroup pop", pop, buffer)
+  batch["valid"] = typed((s,), jnp.bool_)
+  _, known = ready("ceiling", steps.ceiling, pipe.server_params, batch["image"])
+  pre = None
+  if steps.select is not None:
+    pre = ready("select", steps.select, {k: batch[k] for k in ("importance", "tokens", "index")})
+  for k in sorted(plan.budgets):
+    _, known = ready(f"budget K={k}", steps.budget, pipe.server_params, batch, known, k, pre)
 
 
 def _raise_if_not_finite(finite, index, where):
@@ -105,7 +165,8 @@ def uncertainties(pipe: Pipeline, batches, timer=timing.NULL) -> tuple:
     if batch is not None:
       images = pipe.put(batch["image"])
       with timing.labelled("edge", images):
-        ahead = (batch["valid"], pipe.steps.edge(pipe.edge_params, images)["uncertainty"])
+        ahead = (batch["valid"],
+                 (pipe.programs or pipe.steps).edge(pipe.edge_params, images)["uncertainty"])
       n += 1
     if behind is not None:
       with timer("device_wait"):
@@ -250,7 +311,7 @@ def _dispatch_edge(loop: _Loop, batch):
                                                    plan.patch_size)
     rows["on_item"] = pipe.put(batch["on_item"])
   with timing.labelled("edge", rows["image"]):
-    out = pipe.steps.edge(pipe.edge_params, rows["image"])
+    out = (pipe.programs or pipe.steps).edge(pipe.edge_params, rows["image"])
   rows.update(importance=out["importance"], tokens=out["tokens"], edge_pred=out["pred"])
   loop.counts["edge_batches"] += 1
   return batch, rows, out
@@ -297,7 +358,8 @@ def _dispatch_server(loop: _Loop, n_valid: int):
   queue = np.concatenate(loop.queue)
   loop.queue, loop.held = [queue[s:]], loop.held - min(s, loop.held)
   loop.counts["server_batches"] += 1
-  outputs = server_step.run_budgets(pipe.steps, pipe.server_params, batch, pipe.plan.budgets)
+  outputs = server_step.run_budgets(pipe.programs or pipe.steps, pipe.server_params, batch,
+                                    pipe.plan.budgets)
   return outputs, queue[:n_valid], valid
 
 

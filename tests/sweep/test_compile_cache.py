@@ -94,11 +94,21 @@ def test_two_configs_and_damaged_entries_in_one_folder(tmp_path):
     p.write_bytes(bytes(data))
   log, damaged = _run(tmp_path, cache, other)
   assert damaged == off
-  hits, misses = map(int, re.search(r"persistent cache (\d+) hits, (\d+) misses", log).groups())
-  assert hits == 0 and log.count("is damaged") == misses > 0, log[-3000:]  # every read warned
+  hits, misses, loaded, saved = _counts(log)
+  # Every read warned: JAX's entries (then compiled) and the steps' whole executables
+  # (then compiled and saved again).
+  assert hits == loaded == 0 and log.count("is damaged") == misses + saved, log[-3000:]
+  assert misses > 0 and saved > 0
   log, clean = _run(tmp_path, cache, other)  # the entries were replaced
   assert clean == off
-  assert "is damaged" not in log and " 0 misses" in log, log[-3000:]
+  assert "is damaged" not in log and _counts(log)[1::2] == (0, 0), log[-3000:]
+  assert _counts(log)[2] == saved  # every step loaded whole
+
+
+def _counts(log: str) -> tuple:
+  """-> (hits, misses, executables loaded, saved) from the run's log (`Stats.summary`)."""
+  return tuple(map(int, re.search(r"persistent cache (\d+) hits, (\d+) misses; executables "
+                                  r"(\d+) loaded, (\d+) saved", log).groups()))
 
 
 def _config(**overrides):
