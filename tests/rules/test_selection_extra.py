@@ -461,17 +461,26 @@ def test_dpp_equal_importance_some_zero_embeddings():
     assert eager.tolist() == [first] and jitted.tolist() == [first], (n, eager, jitted)
 
 
-@pytest.mark.slow  # every rule at 6 budgets, eager and jitted: over a minute per shape
+@pytest.mark.slow  # every rule at 6 budgets, eager and jitted: over half a minute per shape
 @pytest.mark.parametrize("n,d", [(16, 3), (49, 8), (49, 3), (49, 64)])
 def test_identical_embeddings_equal_importance_lowest_indices(n, d):
   """Every patch alike: every score ties in exact arithmetic, so each rule sends the lowest
   indices (derived by hand from each docstring: topk order, or the greedy picks one by one;
-  tome by `tome_identical_reference`), under jit and eager alike."""
+  tome by `tome_identical_reference`), under jit and eager alike. Jitted as the sweep
+  compiles them: a rule with a traced-budget form (`Rule.slots`) in one program for every K
+  (width N), the others at each static K; eager at each static K."""
   row = np.random.default_rng(n + d).normal(size=d)
   emb = np.broadcast_to(row, (n, d)).astype(np.float32)
   imp = np.full(n, 1 / n, np.float32)
+  names = [r for r in TIE_RULES if r != "vispruner"]  # it keeps the later duplicate
+  traced = {name: jax.jit(lambda k, slots=rules.RULES[name].slots: slots(imp, emb, KEY, k, n))
+            for name in names if rules.RULES[name].slots is not None}
   for k in sorted({1, 2, 3, n // 2, n - 1, n}):
-    for name in [r for r in TIE_RULES if r != "vispruner"]:  # it keeps the later duplicate
+    for name in names:
       want = tome_identical_reference(n, k) if name == "tome" else list(range(k))
-      eager, jitted = both(name, imp, emb, k)
+      if name in traced:
+        eager = np.asarray(rules.RULES[name].fn(imp, emb, KEY, k).keep_idx)
+        jitted = np.asarray(traced[name](jnp.int32(k)).keep_idx)[:k]
+      else:
+        eager, jitted = both(name, imp, emb, k)
       assert eager.tolist() == want and jitted.tolist() == want, (name, k, eager, jitted)

@@ -61,56 +61,67 @@ def _reference_batch(name, imp, emb, index, k, seed, **params):
   return jax.vmap(lambda a, b, c: fn(a, b, c, k, **params))(imp, emb, keys)
 
 
-def _static_picks(full):
-  """{K: [(keep_idx, keep_mask, demand) per case]}: every case's reference at a static K,
-  one program per K (as the sweep's per-budget steps held them); the library's rule at that
-  K (`rules.select_batch`) must give the same."""
-  imp, emb, index = _batch()
-  picks = {}
-  for k in (BUDGETS if full else QUICK):
-    want, got = jax.device_get(jax.jit(lambda k=k: [
-        [tuple(f(name, imp, emb, index, k, 3, **params)) for name, params in _cases(full)]
+# Computed once per worker and shared by the tests that need them: the static picks per
+# (K, default or other parameters), so the quick test's programs (default parameters at 1 and
+# 24) serve the full test's at those budgets, and the traced programs per case.
+_STATIC = {}
+_TRACED = {}
+
+
+def _static_picks(k, extra):
+  """{(name, str(params)): (keep_idx, keep_mask, demand)} at a static K, of the quick test's
+  cases (extra=False) or the full test's others (extra=True): each case's reference, in one
+  program per K (as the sweep's per-budget steps held them); the library's rule at that K
+  (`rules.select_batch`) must give the same."""
+  if (k, extra) not in _STATIC:
+    imp, emb, index = _batch()
+    cases = ([c for c in _cases(full=True) if c not in _cases(full=False)] if extra
+             else _cases(full=False))
+    want, got = jax.device_get(jax.jit(lambda: [
+        [tuple(f(name, imp, emb, index, k, 3, **params)) for name, params in cases]
         for f in (_reference_batch, rules.select_batch)])())
-    for (name, params), w, g in zip(_cases(full), want, got):
+    for (name, params), w, g in zip(cases, want, got):
       for a, b in zip(w, g):
         np.testing.assert_array_equal(b, a, err_msg=f"rule {name} {params} at K={k}")
-    picks[k] = want
-  return picks
+    _STATIC[k, extra] = dict(zip([(name, str(params)) for name, params in cases], want))
+  return _STATIC[k, extra]
 
 
-@pytest.fixture(scope="module")
-def all_picks():
-  return _static_picks(full=True)
+def _traced(name, params):
+  """Rule `name`'s slots at width WIDTH over the batch, one program for every K (traced)."""
+  if (name, str(params)) not in _TRACED:
+    imp, emb, index = _batch()
+    _TRACED[name, str(params)] = jax.jit(
+        lambda k: rules.select_batch_slots(name, imp, emb, index, k, WIDTH, 3, **params))
+  return _TRACED[name, str(params)]
 
 
 def test_slots_pick_what_the_rule_picks():
   """Every slotted rule at QUICK, default parameters (one test: one worker computes the
   static picks)."""
-  quick_picks = _static_picks(full=False)
-  for name in SLOTTED:
-    _compare(name, quick_picks, full=False)
+  for k in QUICK:
+    _compare(k, _cases(full=False))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SLOTTED)
-def test_slots_pick_what_the_rule_picks_at_every_budget_and_parameter(name, all_picks):
-  _compare(name, all_picks, full=True)
+@pytest.mark.parametrize("k", BUDGETS)
+def test_slots_pick_what_the_rule_picks_at_every_budget_and_parameter(k):
+  """Every slotted rule at every parameter of PARAMS, at one budget of BUDGETS (a test per
+  budget, not per rule: the workers share the static programs, one per budget, between
+  them instead of each compiling all)."""
+  _compare(k, _cases(full=True))
 
 
-def _compare(name, static_picks, full):
-  imp, emb, index = _batch()
-  for params in (PARAMS.get(name, [{}]) if full else [{}]):
-    case = _cases(full).index((name, params))
-    traced = jax.jit(lambda k, p=params: rules.select_batch_slots(name, imp, emb, index, k,
-                                                                  WIDTH, 3, **p))
-    for k in static_picks:
-      want_idx, want_mask, want_demand = static_picks[k][case]
-      got = traced(jnp.int32(k))
-      where = f"{name} {params} K={k}"
-      np.testing.assert_array_equal(got.keep_idx[:, :k], want_idx, err_msg=where)
-      np.testing.assert_array_equal(got.keep_mask[:, :k], want_mask, err_msg=where)
-      assert not got.keep_mask[:, k:].any(), where
-      np.testing.assert_array_equal(got.demand, want_demand, err_msg=where)
+def _compare(k, cases):
+  for name, params in cases:
+    extra = (name, params) not in _cases(full=False)
+    want_idx, want_mask, want_demand = _static_picks(k, extra)[name, str(params)]
+    got = _traced(name, params)(jnp.int32(k))
+    where = f"{name} {params} K={k}"
+    np.testing.assert_array_equal(got.keep_idx[:, :k], want_idx, err_msg=where)
+    np.testing.assert_array_equal(got.keep_mask[:, :k], want_mask, err_msg=where)
+    assert not got.keep_mask[:, k:].any(), where
+    np.testing.assert_array_equal(got.demand, want_demand, err_msg=where)
 
 
 def test_the_rules_without_slots_are_the_ones_the_sweep_compiles_per_budget():
