@@ -45,6 +45,8 @@ def sweep_chunks(plan, models, workdir=None, progress=False, timer=timing.NULL):
   with timer("setup", "steps_build"):
     pipe = pipeline.build(plan, models)
     pipeline.compile_ahead(pipe)
+  if jax.process_index() == 0:  # the writer's imports, while the sweep computes (not
+    writer.prefetch()           # while XLA compiles on both cores)
   ds, bs, size = plan.dataset, pipe.plan.batch_size, plan.chunk_size
   n_images, gate = input_pipeline.num_examples(ds, plan.num_images), {}
 
@@ -140,8 +142,6 @@ def run(config, workdir: str, new_subdir: bool = False, progress: bool = True,
   # pipeline's teardown when evaluate returns), so the segments add up to the wall time.
   with timer("host"):
     plan, workdir, models = _setup(config, workdir, new_subdir, timer)
-    if jax.process_index() == 0:  # the writer's imports, during the sweep
-      writer.prefetch()
     with window():
       records, counts = sweep_chunks(plan, models, workdir, progress, timer)
     if jax.process_index() != 0:  # every process holds every record; process 0 writes
