@@ -200,8 +200,8 @@ STEPS = {"edge", "ceiling", "select", "budget", "regroup empty", "regroup append
 
 
 def _second_run_hits(first_run, second_run):
-  """The second run loads every step whole (no trace, no lowering) and reads every other
-  program the first compiled from JAX's cache."""
+  """The second run loads every step whole (no trace, no lowering); any other program it
+  compiles is read from JAX's cache (the rest it holds in memory: the runs share a process)."""
   (first, _), (second, _) = first_run, second_run
   compiled = lambda t: {p["name"]: p["cache"] for p in t["programs"] if p["compile_s"] > 0}
   assert set(compiled(first).values()) == {"miss"}
