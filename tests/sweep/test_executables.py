@@ -34,7 +34,8 @@ def _plan(**overrides):
 def test_the_sweep_compiles_nothing_after_compile_ahead(monkeypatch):
   """Every step `evaluate` calls, with every argument type it passes (the last, partial
   server batch and the regroup buffer after a pop included), was compiled ahead."""
-  plan = _plan(rules="topk,sage,threshold@0.5", budgets="4,8")
+  plan = dataclasses.replace(_plan(rules="topk,sage,threshold@0.5", budgets="4,8"),
+                             num_images=20)
   pipe = pipeline.build(plan, pipeline.load_models(plan))
   pipeline.compile_ahead(pipe)
 
@@ -45,7 +46,7 @@ def test_the_sweep_compiles_nothing_after_compile_ahead(monkeypatch):
   batches = input_pipeline.eval_batches(plan.dataset, plan.batch_size, 0, plan.num_images)
   records, counts = pipeline.evaluate(pipe, batches, threshold=-np.inf)  # all offloaded
   assert len(records["off_index"]) == plan.num_images
-  assert counts["server_batches"] == 3  # 24 rows: two full batches of 8 and the pop after
+  assert counts["server_batches"] == 3  # 20 rows, 8 at a time: the last holds 4
 
 
 def _fresh(jitted, name, context):
