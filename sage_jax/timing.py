@@ -15,9 +15,10 @@ model_load, steps_build) and of write (chunk_load, chunk_save, summarize, compar
 results_files, figures/<file>, report_sections: the rest of the report), each adding up to its
 segment; programs: every program JAX traced, lowered or compiled in the run (name, label and
 shapes where the caller gave them, trace_s, lower_s, compile_s adding up to the compile
-segment, cache hit | miss | off | loaded (a step's whole executable); `compile_cache.Stats`). Setup counts imports and startup
-(`Timer(before=...)`) since 2026-12; before, setup began inside `loop.run` and left them out,
-so wall_s was shorter by them (about 2-3 s on 2 shared cores).
+segment, cache hit | miss | off | loaded (a step's whole executable); `compile_cache.Stats`).
+Setup counts imports and startup (`Timer(before=...)`) since 2026-12; before, setup began
+inside `loop.run` and left them out, so wall_s was shorter by them (about 2-3 s on 2 shared
+cores).
 """
 import collections
 import contextlib

@@ -391,7 +391,6 @@ def _source_files() -> list:
   import sysconfig  # pylint: disable=import-outside-toplevel
   import tempfile  # pylint: disable=import-outside-toplevel
   import sage_jax  # pylint: disable=import-outside-toplevel
-  from sage_jax import importance, rules  # pylint: disable=import-outside-toplevel
   # ... and not the modules tf.data's autograph writes to the temporary folder as it runs.
   installed = tuple(os.path.realpath(p) + os.sep for k, p in sysconfig.get_paths().items()
                     if k in ("stdlib", "platstdlib", "purelib", "platlib"))
@@ -404,12 +403,20 @@ def _source_files() -> list:
     path = os.path.realpath(getattr(module, "__file__", None) or "")
     if path.endswith(".py") and not path.startswith(installed) and os.path.isfile(path):
       out.add(path)  # (a module made at run time may name a file that is not there)
-  fns = [f for r in rules.RULES.values() for f in (r.fn, r.slots) if f is not None]
-  for fn in fns + list(importance.IMPORTANCES.values()):
-    code = getattr(inspect.unwrap(getattr(fn, "func", fn)), "__code__", None)
+  for fn in _registered():
+    code = getattr(fn, "__code__", None)
     if code is not None and os.path.isfile(code.co_filename):
       out.add(os.path.realpath(code.co_filename))
   return sorted(out)
+
+
+def _registered() -> list:
+  """The registered rules (both forms), scores and uncertainties, unwrapped."""
+  from sage_jax import importance, rules  # pylint: disable=import-outside-toplevel
+  from sage_jax.sweep import offload  # pylint: disable=import-outside-toplevel
+  fns = [f for r in rules.RULES.values() for f in (r.fn, r.slots) if f is not None]
+  fns += list(importance.IMPORTANCES.values()) + list(offload.UNCERTAINTIES.values())
+  return [inspect.unwrap(getattr(fn, "func", fn)) for fn in fns]
 
 
 # The modules whose functions the steps trace (setup.cfg's hot_path contract): their values
@@ -431,9 +438,7 @@ def _live_state() -> dict:
             for name in _TRACED if name in sys.modules}
   registered = dict(rules=rules.RULES, scores=importance.IMPORTANCES,
                     uncertainties=offload.UNCERTAINTIES)
-  fns = [f for r in rules.RULES.values() for f in (r.fn, r.slots) if f is not None]
-  for fn in fns + list(importance.IMPORTANCES.values()) + list(offload.UNCERTAINTIES.values()):
-    fn = inspect.unwrap(getattr(fn, "func", fn))
+  for fn in _registered():
     if hasattr(fn, "__globals__"):
       spaces.setdefault(id(fn.__globals__), fn.__globals__)
   # By content, not by name: a config file's module is named after where the file lies.
@@ -529,17 +534,12 @@ class Program:
     self._executables = {}  # (static args, input tree, input types) -> Compiled
 
   def __call__(self, *args):
-    dynamic = [a for i, a in enumerate(args) if i not in self.static]
-    leaves, tree = jax.tree.flatten(dynamic)
-    return self._typed(args, leaves, tree)(*dynamic)
+    return self.executable(*args)(*(a for i, a in enumerate(args) if i not in self.static))
 
   def executable(self, *args):
     """The executable for arguments of these types (arrays, or jax.ShapeDtypeStruct with
     their shardings), made once."""
     leaves, tree = jax.tree.flatten([a for i, a in enumerate(args) if i not in self.static])
-    return self._typed(args, leaves, tree)
-
-  def _typed(self, args, leaves, tree):
     static = tuple(args[i] for i in self.static)
     types = (static, tree, tuple((jax.typeof(x), getattr(x, "sharding", None)) for x in leaves))
     executable = self._executables.get(types)

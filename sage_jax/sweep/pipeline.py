@@ -165,8 +165,7 @@ def uncertainties(pipe: Pipeline, batches, timer=timing.NULL) -> tuple:
     if batch is not None:
       images = pipe.put(batch["image"])
       with timing.labelled("edge", images):
-        ahead = (batch["valid"],
-                 (pipe.programs or pipe.steps).edge(pipe.edge_params, images)["uncertainty"])
+        ahead = (batch["valid"], pipe.programs.edge(pipe.edge_params, images)["uncertainty"])
       n += 1
     if behind is not None:
       with timer("device_wait"):
@@ -311,7 +310,7 @@ def _dispatch_edge(loop: _Loop, batch):
                                                    plan.patch_size)
     rows["on_item"] = pipe.put(batch["on_item"])
   with timing.labelled("edge", rows["image"]):
-    out = (pipe.programs or pipe.steps).edge(pipe.edge_params, rows["image"])
+    out = pipe.programs.edge(pipe.edge_params, rows["image"])
   rows.update(importance=out["importance"], tokens=out["tokens"], edge_pred=out["pred"])
   loop.counts["edge_batches"] += 1
   return batch, rows, out
@@ -358,8 +357,7 @@ def _dispatch_server(loop: _Loop, n_valid: int):
   queue = np.concatenate(loop.queue)
   loop.queue, loop.held = [queue[s:]], loop.held - min(s, loop.held)
   loop.counts["server_batches"] += 1
-  outputs = server_step.run_budgets(pipe.programs or pipe.steps, pipe.server_params, batch,
-                                    pipe.plan.budgets)
+  outputs = server_step.run_budgets(pipe.programs, pipe.server_params, batch, pipe.plan.budgets)
   return outputs, queue[:n_valid], valid
 
 
